@@ -1,0 +1,293 @@
+"""The embedded default body model: Anny (PyPI ``anny``; Apache-2.0 code, CC0 data in the wheel).
+
+Anny is a MakeHuman-based body with 104 bones, Z up and facing -Y, whose rest pose is an A-pose. This
+backend puts it in studio's world frame (Y up, facing +Z), maps its bones to the SMPL-X joint names,
+and re-bases its pose so that all-zero SMPL-X rotations give a T-pose, as in SMPL-X. Its shape is
+Anny's six phenotype values (gender, age, muscle, weight, height, proportions; 0..1, 0.5 neutral),
+stored in the condition as ``phenotype``. Only Anny's own topology is used: its SMPL/SMPL-X
+topologies and interop tables download non-commercial data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from studio.body.base import BodyModel, BodyOutput, full_pose_matrices, rigid
+from studio.body.joints import (
+    JOINT_INDEX,
+    LANDMARK_NAMES,
+    NUM_JOINTS,
+    SMPLX_JOINT_NAMES,
+    joint_to_part,
+)
+
+logger = logging.getLogger(__name__)
+
+# Anny frame (Z up, facing -Y) -> studio frame (Y up, facing +Z): (x, y, z) -> (x, z, -y).
+ANNY_TO_WORLD = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+# SMPL-X joint -> Anny bone whose head is the joint and whose rotation the joint drives.
+_SIDE = {"left": "L", "right": "R"}
+_FINGERS = {"thumb": 1, "index": 2, "middle": 3, "ring": 4, "pinky": 5}
+
+
+def _smplx_to_anny_bones() -> dict[str, tuple[str, ...]]:
+    mapping: dict[str, tuple[str, ...]] = {
+        "pelvis": ("root",),
+        "spine1": ("spine04",),
+        "spine2": ("spine02",),
+        "spine3": ("spine01",),
+        "neck": ("neck01",),
+        "head": ("head",),
+    }
+    for side, s in _SIDE.items():
+        mapping.update(
+            {
+                f"{side}_hip": (f"upperleg01.{s}",),
+                f"{side}_knee": (f"lowerleg01.{s}",),
+                f"{side}_ankle": (f"foot.{s}",),
+                # The foot joint bends the toes: Anny has one chain per toe. Its position is the middle toe's.
+                f"{side}_foot": tuple(f"toe{k}-1.{s}" for k in (3, 1, 2, 4, 5)),
+                f"{side}_collar": (f"shoulder01.{s}",),
+                f"{side}_shoulder": (f"upperarm01.{s}",),
+                f"{side}_elbow": (f"lowerarm01.{s}",),
+                f"{side}_wrist": (f"wrist.{s}",),
+                f"{side}_eye_smplhf": (f"eye.{s}",),
+            }
+        )
+        for finger, k in _FINGERS.items():
+            for i in (1, 2, 3):
+                mapping[f"{side}_{finger}{i}"] = (f"finger{k}-{i}.{s}",)
+    return mapping
+
+
+SMPLX_TO_ANNY = _smplx_to_anny_bones()
+
+# Bones re-based from Anny's A-pose to a T-pose, each aimed along a world direction (Anny frame) at the
+# head of its child bone, in chain order.
+_T_POSE_AIMS = []
+for _side, _s in _SIDE.items():
+    _x = 1.0 if _side == "left" else -1.0
+    _T_POSE_AIMS += [
+        (f"upperarm01.{_s}", f"upperarm02.{_s}", (_x, 0.0, 0.0)),
+        (f"upperarm02.{_s}", f"lowerarm01.{_s}", (_x, 0.0, 0.0)),
+        (f"lowerarm01.{_s}", f"lowerarm02.{_s}", (_x, 0.0, 0.0)),
+        (f"lowerarm02.{_s}", f"wrist.{_s}", (_x, 0.0, 0.0)),
+        (f"wrist.{_s}", f"finger3-1.{_s}", (_x, 0.0, 0.0)),
+        (f"upperleg01.{_s}", f"upperleg02.{_s}", (0.0, 0.0, -1.0)),
+        (f"upperleg02.{_s}", f"lowerleg01.{_s}", (0.0, 0.0, -1.0)),
+        (f"lowerleg01.{_s}", f"lowerleg02.{_s}", (0.0, 0.0, -1.0)),
+        (f"lowerleg02.{_s}", f"foot.{_s}", (0.0, 0.0, -1.0)),
+    ]
+
+
+def anny_cache_dir() -> Path:
+    """Where Anny's ~790 MB model cache lives: $ANNY_CACHE_DIR, else ~/.cache/studio/anny."""
+    return Path(os.environ.get("ANNY_CACHE_DIR", Path.home() / ".cache" / "studio" / "anny"))
+
+
+def anny_cache_ready() -> bool:
+    """Whether Anny's cache has been built (so the first model load is fast)."""
+    d = anny_cache_dir()
+    return d.is_dir() and any(d.rglob("*.pth"))
+
+
+def _aligning_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Smallest rotation taking direction a [3] to direction b [3]: [3, 3]."""
+    a = a / a.norm()
+    b = b / b.norm()
+    v = torch.linalg.cross(a, b)
+    c = torch.dot(a, b)
+    vx = torch.tensor([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]], dtype=a.dtype)
+    return torch.eye(3, dtype=a.dtype) + vx + vx @ vx / (1.0 + c).clamp_min(1e-8)
+
+
+class AnnyBody(BodyModel):
+    """Anny behind studio's body-model protocol. Shape field: ``phenotype`` [T, 6]."""
+
+    name = "anny"
+
+    def __init__(self) -> None:
+        super().__init__()
+        os.environ.setdefault("ANNY_CACHE_DIR", str(anny_cache_dir()))
+        import anny  # deferred: importing anny is slow and pulls in warp
+        import anny.paths
+
+        anny.paths.set_anny_cache_path(anny_cache_dir())
+        if not anny_cache_ready():
+            logger.info("building the Anny model cache in %s (once, about 2 minutes)", anny_cache_dir())
+        model = anny.Anny(skinning_method="lbs").to(torch.float32)
+        model.requires_grad_(False)
+        self.anny = model
+        self.phenotype_labels = tuple(model.phenotype_labels)
+        self.shape_dims = {"phenotype": len(self.phenotype_labels)}
+        bones = list(model.bone_labels)
+        self.bone_names = tuple(bones)
+        parents = list(model.bone_parents)
+        index = {b: i for i, b in enumerate(bones)}
+
+        self.register_buffer("faces", model.faces.long().clone(), persistent=False)
+        self.register_buffer("skin_weights", model.dense_vertex_bone_weights.float(), persistent=False)
+        self.register_buffer("to_world", ANNY_TO_WORLD.clone(), persistent=False)
+
+        # Joints: each SMPL-X joint is the head of its first mapped bone.
+        joint_bone = torch.full((NUM_JOINTS,), -1, dtype=torch.long)
+        for j, name in enumerate(SMPLX_JOINT_NAMES):
+            if name in SMPLX_TO_ANNY:
+                joint_bone[j] = index[SMPLX_TO_ANNY[name][0]]
+        # Which SMPL-X joint's rotation drives each bone (-1: none).
+        bone_joint = torch.full((len(bones),), -1, dtype=torch.long)
+        for j, name in enumerate(SMPLX_JOINT_NAMES):
+            for b in SMPLX_TO_ANNY.get(name, ()):
+                bone_joint[index[b]] = j
+        # Part label of each vertex: the SMPL-X joint driving its dominant bone (nearest mapped ancestor).
+        bone_part = []
+        for b in range(len(bones)):
+            a = b
+            while bone_joint[a] < 0:
+                a = parents[a]
+            bone_part.append(joint_to_part(int(bone_joint[a])))
+        dominant = self.skin_weights.argmax(dim=1)
+        self.register_buffer("part_labels", torch.tensor(bone_part)[dominant], persistent=False)
+        bone_joint[index["root"]] = -1  # the global orientation is applied in the world frame
+        self.register_buffer("bone_joint", bone_joint, persistent=False)
+
+        # Reference (A-pose) skeleton and mesh for the default phenotype.
+        with torch.no_grad():
+            ref = model(torch.eye(4).expand(1, len(bones), 4, 4).clone())
+        ref_heads = ref["bone_poses"][0, :, :3, 3]
+        ref_vertices = ref["vertices"][0]
+
+        # T-pose re-basing: per-bone local deltas A and the parents' accumulated rotations P.
+        accumulated = torch.eye(3).repeat(len(bones), 1, 1)
+        local = torch.eye(3).repeat(len(bones), 1, 1)
+        aims = {b: (c, torch.tensor(d)) for b, c, d in _T_POSE_AIMS}
+        for b in range(len(bones)):  # Anny lists parents before children
+            p = parents[b]
+            parent_rot = accumulated[p] if p >= 0 else torch.eye(3)
+            if bones[b] in aims:
+                child, target = aims[bones[b]]
+                direction = parent_rot @ (ref_heads[index[child]] - ref_heads[b])
+                align = _aligning_rotation(direction, target)
+                local[b] = parent_rot.T @ align @ parent_rot
+            accumulated[b] = parent_rot @ local[b]
+        parent_accumulated = torch.stack(
+            [accumulated[p] if p >= 0 else torch.eye(3) for p in parents]
+        )
+        self.register_buffer("tpose_local", local, persistent=False)
+        self.register_buffer("tpose_parent", parent_accumulated, persistent=False)
+
+        # Surface landmarks: vertex indices found on the reference mesh, or bone heads for the eyes.
+        self.register_buffer("joint_bone", joint_bone, persistent=False)
+        landmark_vertex = torch.full((len(LANDMARK_NAMES),), -1, dtype=torch.long)
+        for i, lm in enumerate(LANDMARK_NAMES):
+            vid = self._find_landmark(lm, ref_vertices, ref_heads, dominant, index)
+            if vid is None:
+                joint_bone[JOINT_INDEX[lm]] = index["eye." + ("L" if lm.startswith("left") else "R")]
+            else:
+                landmark_vertex[i] = vid
+        self.register_buffer("landmark_vertex", landmark_vertex, persistent=False)
+        valid = joint_bone >= 0
+        valid[len(SMPLX_JOINT_NAMES) :] = True
+        self.register_buffer("joint_valid", valid, persistent=False)
+
+    @staticmethod
+    def _find_landmark(name, verts, heads, dominant, index) -> int | None:
+        """Vertex index of a named surface landmark on Anny's reference mesh (Anny frame), or None
+        for landmarks taken from a bone head (the eyes)."""
+        side = "L" if name.startswith("left") else "R"
+        sign = 1.0 if side == "L" else -1.0
+
+        def on_bones(prefixes):
+            ids = [i for b, i in index.items() if any(b.startswith(p) and b.endswith(side) for p in prefixes)]
+            return torch.isin(dominant, torch.tensor(ids))
+
+        head_ids = torch.tensor([index["head"]])
+        if name == "nose":
+            mask = torch.isin(dominant, head_ids) & (verts[:, 0].abs() < 0.01)
+            score = -verts[:, 1]  # most forward
+        elif name.endswith("_eye"):
+            return None
+        elif name.endswith("_ear"):
+            eye_z = heads[index["eye.L"], 2]
+            mask = torch.isin(dominant, head_ids) & ((verts[:, 2] - (eye_z - 0.03)).abs() < 0.02)
+            score = sign * verts[:, 0]
+        elif name.endswith("_big_toe"):
+            mask, score = on_bones(["toe1-"]), -verts[:, 1]
+        elif name.endswith("_small_toe"):
+            mask, score = on_bones(["toe5-"]), -verts[:, 1]
+        elif name.endswith("_heel"):
+            foot = heads[index[f"foot.{side}"]]
+            mask = on_bones(["foot."]) & (verts[:, 2] < foot[2])
+            score = verts[:, 1] - 0.3 * (verts[:, 2] - foot[2])  # back and low
+        elif name.endswith("_tip"):
+            finger = name.split("_")[1]
+            bone = f"finger{_FINGERS[finger]}-3.{side}"
+            mask = dominant == index[bone]
+            score = (verts - heads[index[bone]]).norm(dim=1)
+        else:  # pragma: no cover - LANDMARK_NAMES is fixed
+            raise KeyError(name)
+        score = torch.where(mask, score, torch.full_like(score, -float("inf")))
+        return int(score.argmax())
+
+    def default_shape(self) -> dict[str, torch.Tensor]:
+        return {"phenotype": torch.full((1, self.shape_dims["phenotype"]), 0.5)}
+
+    def _anny_deltas(self, pose: torch.Tensor) -> torch.Tensor:
+        """SMPL-X joint rotations [T, 55, 3, 3] (world frame) -> Anny local-ref deltas [T, B, 4, 4]."""
+        C = self.to_world
+        pose_anny = C.T @ pose @ C  # the same rotations expressed in Anny's axes
+        T = pose.shape[0]
+        eye = torch.eye(3, device=pose.device, dtype=pose.dtype)
+        mapped = self.bone_joint >= 0
+        R = eye.expand(T, len(self.bone_names), 3, 3).clone()
+        R[:, mapped] = pose_anny[:, self.bone_joint[mapped]]
+        P = self.tpose_parent
+        D = P.transpose(-1, -2) @ R @ P @ self.tpose_local
+        return rigid(D, torch.zeros(*D.shape[:-2], 3, device=D.device, dtype=D.dtype))
+
+    def forward(self, params: Mapping[str, torch.Tensor]) -> BodyOutput:
+        """Pose the body.
+
+        Args:
+            params: SMPL-X pose fields and ``phenotype``, each [T, D] (see ``param_dims``).
+        Returns:
+            BodyOutput with vertices [T, V, 3], joints [T, NUM_JOINTS, 3], bone_transforms [T, 104, 4, 4].
+        """
+        p = self.complete_params(params)
+        phenotype = p["phenotype"]
+        if phenotype.stride(0) == 0 or bool((phenotype == phenotype[:1]).all()):
+            phenotype = phenotype[:1]  # one shape for all frames: build the rest mesh once
+        deltas = self._anny_deltas(full_pose_matrices(p))
+        out = self.anny(deltas, phenotype_kwargs=phenotype)
+        C4 = rigid(self.to_world, torch.zeros(3, device=deltas.device))
+        pelvis = out["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
+        R_global = full_pose_matrices(p)[:, 0]
+        G = rigid(R_global, pelvis + p["transl"])  # [T, 4, 4]
+        skinning = out["bone_poses"] @ torch.linalg.inv(out["rest_bone_poses"]).expand_as(out["bone_poses"])
+        bone_transforms = G[:, None] @ C4 @ skinning @ C4.T
+        vertices = self._to_world_points(out["vertices"], G)
+        heads = self._to_world_points(out["bone_poses"][:, :, :3, 3], G)
+        joints = heads[:, self.joint_bone.clamp_min(0)]
+        lm = self.landmark_vertex >= 0
+        lm_rows = torch.nonzero(lm).squeeze(1) + len(SMPLX_JOINT_NAMES)
+        joints[:, lm_rows] = vertices[:, self.landmark_vertex[lm]]
+        joints[:, ~self.joint_valid] = joints[:, JOINT_INDEX["head"], None].clone()
+        return BodyOutput(vertices=vertices, joints=joints, bone_transforms=bone_transforms)
+
+    def _to_world_points(self, points: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """Anny-frame points with the root at the origin [T, N, 3] -> world [T, N, 3]."""
+        world = points @ self.to_world.T
+        return world @ G[:, :3, :3].transpose(-1, -2) + G[:, None, :3, 3]
+
+    def rest_vertices(self, phenotype: torch.Tensor) -> torch.Tensor:
+        """Rest-pose (Anny's A-pose) vertices for LBS with ``bone_transforms``: [T, V, 3] world."""
+        coeffs = self.anny.get_phenotype_blendshape_coefficients(
+            **{k: phenotype[:, i] for i, k in enumerate(self.phenotype_labels)}
+        )
+        return self.anny.get_rest_vertices(coeffs) @ self.to_world.T

@@ -1,0 +1,316 @@
+"""``HumanCondition``: the one interface between pose estimation and every generation pipeline.
+
+A HumanCondition is a frozen, batched description of one person over T frames (T=1 for an image):
+body-model parameters, a camera and a frame rate. Pipelines ask it for guidance maps with
+``render()``; tools outside studio can read its ``.npz`` file with numpy alone.
+
+File format (``save``/``load``), version 1, a numpy ``.npz`` with:
+
+| key | dtype, shape | meaning |
+|---|---|---|
+| ``format`` | str | ``"studio.human_condition"`` |
+| ``format_version`` | int | 1 |
+| ``body_model`` | str | ``"anny"`` or ``"smplx"`` |
+| ``body/<field>`` | float32 [T, D] | body parameters: ``global_orient`` [T,3], ``body_pose`` [T,63], ``left_hand_pose``/``right_hand_pose`` [T,45], ``jaw_pose`` [T,3] (axis-angle, SMPL-X joint order, zero = T-pose with flat hands), ``transl`` [T,3] (metres), and the model's shape: ``phenotype`` [T,6] for anny, ``betas`` [T,N] and ``expression`` [T,M] for smplx |
+| ``camera_K`` | float32 [T, 3, 3] | pinhole intrinsics in pixels of an image of ``image_size`` |
+| ``camera_extrinsics`` | float32 [T, 4, 4] | world -> camera, OpenCV axes (x right, y down, z forward) |
+| ``image_size`` | int [2] | (height, width) in pixels |
+| ``fps`` | float | frames per second |
+| ``joints3d`` | float32 [T, J, 3] | joints in camera space, metres (OpenCV axes) |
+| ``joint_names`` | str [J] | SMPL-X's 55 joint names, then 21 surface landmarks |
+| ``joint_valid`` | bool [J] | joints the body model has (anny has no jaw) |
+
+The world frame is the body model's: Y up, the body facing +Z at zero rotation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from studio.errors import StudioError
+from studio.render import MAP_NAMES
+
+FORMAT = "studio.human_condition"
+FORMAT_VERSION = 1
+
+
+def default_focal_length(image_size: tuple[int, int]) -> float:
+    """studio's default focal length in pixels: the image's longer side (a ~53 degree field of view
+    across it), the convention of most monocular body-fitting work when EXIF data is absent."""
+    return float(max(image_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+    """A pinhole camera per frame."""
+
+    K: torch.Tensor  # [T, 3, 3] intrinsics in pixels
+    extrinsics: torch.Tensor  # [T, 4, 4] world -> camera, OpenCV axes
+    image_size: tuple[int, int]  # (height, width) in pixels
+
+    def __post_init__(self) -> None:
+        T = self.K.shape[0]
+        if self.K.shape != (T, 3, 3) or self.extrinsics.shape != (T, 4, 4):
+            raise StudioError(
+                f"camera K must be [T, 3, 3] and extrinsics [T, 4, 4], got {list(self.K.shape)} "
+                f"and {list(self.extrinsics.shape)}"
+            )
+        h, w = self.image_size
+        if h <= 0 or w <= 0:
+            raise StudioError(f"camera image size must be positive, got {self.image_size}")
+        object.__setattr__(self, "image_size", (int(h), int(w)))
+
+    def __len__(self) -> int:
+        return int(self.K.shape[0])
+
+    @staticmethod
+    def look_at(
+        eye: Sequence[float],
+        target: Sequence[float],
+        *,
+        image_size: tuple[int, int],
+        focal: float | None = None,
+        up: Sequence[float] = (0.0, 1.0, 0.0),
+        num_frames: int = 1,
+    ) -> "Camera":
+        """A static camera at ``eye`` looking at ``target`` (world coordinates, metres)."""
+        eye_t = torch.tensor(eye, dtype=torch.float32)
+        forward = torch.tensor(target, dtype=torch.float32) - eye_t
+        forward = forward / forward.norm()
+        right = torch.linalg.cross(forward, torch.tensor(up, dtype=torch.float32))
+        right = right / right.norm()
+        down = torch.linalg.cross(forward, right)
+        R = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
+        E = torch.eye(4)
+        E[:3, :3] = R
+        E[:3, 3] = -R @ eye_t
+        h, w = image_size
+        f = default_focal_length(image_size) if focal is None else float(focal)
+        K = torch.tensor([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+        return Camera(K=K.expand(num_frames, 3, 3).clone(), extrinsics=E.expand(num_frames, 4, 4).clone(), image_size=(h, w))
+
+    def resized(self, size: int | tuple[int, int] | None) -> "Camera":
+        """The same camera for another output size.
+
+        ``None`` keeps the size; an int makes the longer side that many pixels (keeping the aspect,
+        rounded to even numbers for video codecs); ``(height, width)`` scales each axis to fit.
+        """
+        h, w = self.image_size
+        if size is None:
+            return self
+        if isinstance(size, int):
+            if size <= 0:
+                raise StudioError(f"render size must be positive, got {size}")
+            s = size / max(h, w)
+            new_h, new_w = max(2, round(h * s / 2) * 2), max(2, round(w * s / 2) * 2)
+        else:
+            new_h, new_w = int(size[0]), int(size[1])
+            if new_h <= 0 or new_w <= 0:
+                raise StudioError(f"render size must be positive, got {size}")
+        scale = torch.tensor([new_w / w, new_h / h, 1.0])
+        return Camera(K=self.K * scale[None, :, None], extrinsics=self.extrinsics, image_size=(new_h, new_w))
+
+    def index(self, frames: slice | torch.Tensor | Sequence[int]) -> "Camera":
+        return Camera(K=self.K[frames], extrinsics=self.extrinsics[frames], image_size=self.image_size)
+
+    def to(self, device: torch.device | str) -> "Camera":
+        return Camera(K=self.K.to(device), extrinsics=self.extrinsics.to(device), image_size=self.image_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanCondition:
+    """One person over T frames: body-model parameters, a camera and a frame rate."""
+
+    body_model: str  # "anny" or "smplx"
+    body: Mapping[str, torch.Tensor]  # field -> [T, D]; see the module docstring
+    camera: Camera
+    fps: float = 30.0
+
+    def __post_init__(self) -> None:
+        body = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in self.body.items()}
+        if not body:
+            raise StudioError("a HumanCondition needs body parameters")
+        T = len(self.camera)
+        for key, value in body.items():
+            if value.ndim != 2 or value.shape[0] != T:
+                raise StudioError(
+                    f"body parameter '{key}' must be [T, D] with T={T} frames (the camera's), "
+                    f"got {list(value.shape)}"
+                )
+        if not (self.fps > 0):
+            raise StudioError(f"fps must be positive, got {self.fps}")
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "fps", float(self.fps))
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.camera)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __getitem__(self, frames: int | slice | Sequence[int] | torch.Tensor) -> "HumanCondition":
+        """Frames of this condition; an int gives a one-frame condition."""
+        if isinstance(frames, int):
+            if not -self.num_frames <= frames < self.num_frames:
+                raise IndexError(f"frame {frames} out of range for {self.num_frames} frames")
+            frames = slice(frames % self.num_frames, frames % self.num_frames + 1)
+        return HumanCondition(
+            body_model=self.body_model,
+            body={k: v[frames] for k, v in self.body.items()},
+            camera=self.camera.index(frames),
+            fps=self.fps,
+        )
+
+    def to(self, device: torch.device | str) -> "HumanCondition":
+        return dataclasses.replace(
+            self, body={k: v.to(device) for k, v in self.body.items()}, camera=self.camera.to(device)
+        )
+
+    def posed(self, body_model=None, *, frames: slice | None = None):
+        """Run the body model over (some of) the frames.
+
+        Returns:
+            BodyOutput in world coordinates (vertices [T, V, 3], joints [T, J, 3]).
+        """
+        from studio.body import load_body_model
+
+        model = body_model if body_model is not None else load_body_model(self.body_model)
+        if model.name != self.body_model:
+            raise StudioError(f"this condition is for the '{self.body_model}' body model, not '{model.name}'")
+        params = {k: (v if frames is None else v[frames]) for k, v in self.body.items()}
+        with torch.no_grad():
+            return model({k: v.to(model.skin_weights.device) for k, v in params.items()})
+
+    def joints3d(self, body_model=None) -> torch.Tensor:
+        """Joints in camera space, metres (OpenCV axes): [T, J, 3]."""
+        joints = self.posed(body_model).joints
+        return world_to_camera(joints, self.camera.extrinsics.to(joints.device))
+
+    def render(
+        self,
+        maps: Sequence[str] = MAP_NAMES,
+        *,
+        size: int | tuple[int, int] | None = None,
+        body_model=None,
+        chunk_size: int = 32,
+    ) -> dict[str, np.ndarray]:
+        """Render guidance maps for every frame (see ``studio.render`` for their encodings).
+
+        Returns:
+            map name -> [T, H, W, 3] uint8 (depth and mask: [T, H, W] uint8).
+        """
+        chunks = list(self.iter_render(maps, size=size, body_model=body_model, chunk_size=chunk_size))
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+    def iter_render(
+        self,
+        maps: Sequence[str] = MAP_NAMES,
+        *,
+        size: int | tuple[int, int] | None = None,
+        body_model=None,
+        chunk_size: int = 32,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Render guidance maps chunk by chunk, in bounded memory: yields dicts like ``render()``."""
+        from studio.render import GuidanceRenderer
+
+        renderer = GuidanceRenderer.for_condition(self, maps=maps, size=size, body_model=body_model)
+        try:
+            yield from renderer.iter_render(self, chunk_size=chunk_size)
+        finally:
+            renderer.release()
+
+    def save(self, path: str | Path, *, body_model=None) -> Path:
+        """Write the documented .npz (atomically), with ``joints3d`` and ``joint_names``."""
+        from studio.body.joints import JOINT_NAMES
+        from studio.media import atomic_path
+
+        model = body_model
+        if model is None:
+            from studio.body import load_body_model
+
+            model = load_body_model(self.body_model)
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT),
+            "format_version": np.array(FORMAT_VERSION),
+            "body_model": np.array(self.body_model),
+            "camera_K": self.camera.K.cpu().numpy().astype(np.float32),
+            "camera_extrinsics": self.camera.extrinsics.cpu().numpy().astype(np.float32),
+            "image_size": np.array(self.camera.image_size, dtype=np.int64),
+            "fps": np.array(self.fps, dtype=np.float64),
+            "joints3d": self.joints3d(model).cpu().numpy().astype(np.float32),
+            "joint_names": np.array(JOINT_NAMES),
+            "joint_valid": model.joint_valid.cpu().numpy(),
+        }
+        for key, value in self.body.items():
+            arrays[f"body/{key}"] = value.cpu().numpy().astype(np.float32)
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> "HumanCondition":
+        """Read a condition written by ``save``; one clear StudioError for any malformed file."""
+        path = Path(path)
+        if not path.is_file():
+            raise StudioError(f"{path}: no such file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
+            raise StudioError(f"{path}: not a readable studio condition (.npz) file: {exc}") from exc
+        if str(arrays.get("format", "")) != FORMAT:
+            raise StudioError(f"{path}: not a studio condition file (no 'format: {FORMAT}' entry)")
+        version = int(arrays.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise StudioError(
+                f"{path}: condition format version {version}, this studio reads version {FORMAT_VERSION}"
+                + ("; upgrade studio" if version > FORMAT_VERSION else "")
+            )
+        for key in ("body_model", "camera_K", "camera_extrinsics", "image_size", "fps"):
+            if key not in arrays:
+                raise StudioError(f"{path}: missing entry '{key}'")
+        body = {k[5:]: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k.startswith("body/")}
+        try:
+            h, w = (int(x) for x in arrays["image_size"])
+            camera = Camera(
+                K=torch.from_numpy(arrays["camera_K"].astype(np.float32)),
+                extrinsics=torch.from_numpy(arrays["camera_extrinsics"].astype(np.float32)),
+                image_size=(h, w),
+            )
+            cond = HumanCondition(
+                body_model=str(arrays["body_model"]), body=body, camera=camera, fps=float(arrays["fps"])
+            )
+        except (StudioError, ValueError, TypeError) as exc:
+            raise StudioError(f"{path}: {exc}") from exc
+        from studio.body import body_model_param_dims
+
+        dims = body_model_param_dims(cond.body_model)
+        for key, value in cond.body.items():
+            if key not in dims:
+                raise StudioError(f"{path}: unknown body parameter '{key}' for the {cond.body_model} body model")
+            if dims[key] is not None and value.shape[1] != dims[key]:
+                raise StudioError(f"{path}: body parameter '{key}' must be [T, {dims[key]}], got {list(value.shape)}")
+        return cond
+
+
+def world_to_camera(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
+    """points [T, N, 3] world, extrinsics [T, 4, 4] -> [T, N, 3] camera space."""
+    R = extrinsics[:, :3, :3]
+    t = extrinsics[:, :3, 3]
+    return points @ R.transpose(-1, -2) + t[:, None]
+
+
+def project(points_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Camera-space points [T, N, 3] -> pixels [T, N, 2] (points behind the camera give garbage)."""
+    uvw = points_cam @ K.transpose(-1, -2)
+    return uvw[..., :2] / uvw[..., 2:3].clamp_min(1e-6)

@@ -1,0 +1,173 @@
+"""Mesh rasterisation with moderngl on EGL: llvmpipe on a CPU machine, the GPU's driver where there is one.
+
+One draw call per frame writes three targets at once (multiple render targets): camera-space normals,
+part colours and metric depth. Everything else (mask, depth encoding) is derived from those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from studio.errors import StudioError
+
+logger = logging.getLogger(__name__)
+
+_VERTEX_SHADER = """
+#version 330
+uniform mat4 projection;
+in vec3 in_position;  // camera space, OpenCV axes (x right, y down, z forward), metres
+in vec3 in_normal;
+in vec3 in_color;
+out vec3 v_normal;
+out float v_depth;
+flat out vec3 v_color;
+void main() {
+    gl_Position = projection * vec4(in_position, 1.0);
+    v_normal = in_normal;
+    v_depth = in_position.z;
+    v_color = in_color;
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 330
+in vec3 v_normal;
+in float v_depth;
+flat in vec3 v_color;
+layout(location = 0) out vec4 out_normal;
+layout(location = 1) out vec4 out_color;
+layout(location = 2) out float out_depth;
+void main() {
+    vec3 n = normalize(v_normal);
+    // OpenCV camera axes -> OpenGL camera axes (x right, y up, z towards the viewer).
+    vec3 n_gl = vec3(n.x, -n.y, -n.z);
+    if (n_gl.z < 0.0) n_gl = -n_gl;  // a visible surface faces the camera
+    out_normal = vec4(n_gl * 0.5 + 0.5, 1.0);
+    out_color = vec4(v_color, 1.0);
+    out_depth = v_depth;
+}
+"""
+
+
+def create_context():
+    """A standalone moderngl context on EGL. Raises StudioError with the fix when EGL is missing."""
+    import moderngl
+
+    try:
+        return moderngl.create_context(standalone=True, backend="egl")
+    except Exception as exc:  # moderngl raises plain Exceptions for missing libraries
+        raise StudioError(
+            f"cannot open an EGL context for rendering ({exc}); install EGL/Mesa "
+            "(Debian: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri), or run scripts/setup.sh"
+        ) from exc
+
+
+def renderer_name() -> str:
+    """The OpenGL renderer string EGL gives (e.g. 'llvmpipe (LLVM 15.0.6, 256 bits)')."""
+    ctx = create_context()
+    try:
+        return str(ctx.info.get("GL_RENDERER", "unknown"))
+    finally:
+        ctx.release()
+
+
+def projection_from_intrinsics(K: np.ndarray, width: int, height: int, near: float, far: float) -> np.ndarray:
+    """OpenGL projection for an OpenCV pinhole camera, with image row 0 at framebuffer row 0.
+
+    Args:
+        K: [3, 3] intrinsics in pixels of a width x height image.
+    Returns:
+        [4, 4] column-major-ready matrix mapping OpenCV camera space to clip space.
+    """
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    P = np.zeros((4, 4), dtype=np.float64)
+    P[0, 0] = 2.0 * fx / width
+    P[0, 2] = 2.0 * cx / width - 1.0
+    # Pixel y grows downwards and so does OpenCV's y; framebuffer row 0 is read first, so no flip.
+    P[1, 1] = 2.0 * fy / height
+    P[1, 2] = 2.0 * cy / height - 1.0
+    P[2, 2] = (far + near) / (far - near)
+    P[2, 3] = -2.0 * far * near / (far - near)
+    P[3, 2] = 1.0
+    return P
+
+
+class MeshRasterizer:
+    """Rasterises one mesh topology, frame after frame, into normal, colour and depth images."""
+
+    def __init__(self, faces: np.ndarray, vertex_colors: np.ndarray, *, width: int, height: int) -> None:
+        """
+        Args:
+            faces: [F, 3] vertex indices.
+            vertex_colors: [V, 3] uint8 colour of each vertex (flat per triangle, from its last vertex).
+            width, height: output size in pixels.
+        """
+        self.width, self.height = int(width), int(height)
+        self.num_vertices = int(vertex_colors.shape[0])
+        self.ctx = create_context()
+        ctx = self.ctx
+        self.program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+        self.vbo = ctx.buffer(reserve=self.num_vertices * 6 * 4, dynamic=True)
+        self.cbo = ctx.buffer(np.ascontiguousarray(vertex_colors, dtype=np.float32) / 255.0)
+        self.ibo = ctx.buffer(np.ascontiguousarray(faces, dtype=np.int32))
+        self.vao = ctx.vertex_array(
+            self.program,
+            [(self.vbo, "3f 3f", "in_position", "in_normal"), (self.cbo, "3f", "in_color")],
+            index_buffer=self.ibo,
+            index_element_size=4,
+        )
+        size = (self.width, self.height)
+        self.fbo = ctx.framebuffer(
+            color_attachments=[
+                ctx.renderbuffer(size, components=4),
+                ctx.renderbuffer(size, components=4),
+                ctx.renderbuffer(size, components=1, dtype="f4"),
+            ],
+            depth_attachment=ctx.depth_renderbuffer(size),
+        )
+        self._normal = np.empty((self.height, self.width, 4), dtype=np.uint8)
+        self._color = np.empty((self.height, self.width, 4), dtype=np.uint8)
+
+    def render(
+        self, vertices: np.ndarray, normals: np.ndarray, K: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Render one frame.
+
+        Args:
+            vertices: [V, 3] camera-space positions (OpenCV axes, metres).
+            normals: [V, 3] camera-space unit normals.
+            K: [3, 3] intrinsics for this output size.
+        Returns:
+            normal [H, W, 3] uint8, color [H, W, 3] uint8, depth [H, W] float32 (metres, 0 = background).
+        """
+        z = vertices[:, 2]
+        in_front = z[z > 1e-3]
+        near = max(float(in_front.min()) * 0.5, 1e-3) if in_front.size else 0.01
+        far = float(z.max()) * 2.0 + 1.0
+        proj = projection_from_intrinsics(K, self.width, self.height, near, far)
+        self.program["projection"].write(proj.T.astype("f4").tobytes())
+        self.vbo.write(np.concatenate([vertices, normals], axis=1).astype("f4", copy=False).tobytes())
+        self.fbo.use()
+        self.ctx.enable(self.ctx.DEPTH_TEST)
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self.vao.render()
+        self.fbo.read_into(self._normal, components=4, attachment=0)
+        self.fbo.read_into(self._color, components=4, attachment=1)
+        depth = np.frombuffer(self.fbo.read(components=1, attachment=2, dtype="f4"), dtype=np.float32)
+        return (
+            self._normal[..., :3].copy(),
+            self._color[..., :3].copy(),
+            depth.reshape(self.height, self.width).copy(),
+        )
+
+    def release(self) -> None:
+        self.ctx.release()
+
+
+def egl_platform_hint() -> None:
+    """Prefer the surfaceless Mesa platform when no display is set (headless machines, CI)."""
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("EGL_PLATFORM", "surfaceless")
