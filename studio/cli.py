@@ -67,7 +67,7 @@ def doctor(
 @app.command()
 def render(
     motion: Path = typer.Argument(..., help="A motion .npz (HumanCondition) from studio."),
-    output: Path = typer.Option(..., "-o", "--output", help="OUT.mp4 for a side-by-side video, or DIR/ for PNGs."),
+    output: str = typer.Option(..., "-o", "--output", help="OUT.mp4 for a side-by-side video, or DIR/ for PNGs."),
     maps: str = typer.Option("depth,normal,semantic,skeleton,mask", "--maps", help="Comma-separated maps."),
     size: int = typer.Option(512, "--size", help="Longer side of each map in pixels."),
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (smplx motions)."),
@@ -79,13 +79,20 @@ def render(
 
     from studio.body import load_body_model
     from studio.condition import HumanCondition
-    from studio.media import VideoWriter, atomic_path, hstack_frames, to_rgb, write_image
+    from studio.media import VIDEO_SUFFIXES, VideoWriter, atomic_path, hstack_frames, to_rgb, write_image
     from studio.render import parse_maps
 
     names = parse_maps(maps)
     cond = HumanCondition.load(motion)
     model = load_body_model(cond.body_model, model_dir=body_model_dir)
-    as_dir = str(output).endswith(("/", "\\")) or output.is_dir()
+    as_dir = output.endswith(("/", "\\")) or Path(output).is_dir()
+    output = Path(output)
+    video_names = [n for n in names if n != "depth_metric"]
+    if not as_dir:
+        if output.suffix.lower() not in VIDEO_SUFFIXES:
+            raise StudioError(f"{output}: video output must end in {', '.join(VIDEO_SUFFIXES)} (or give DIR/ for PNGs)")
+        if not video_names:
+            raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
     progress = Progress(
         TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
     )
@@ -109,9 +116,6 @@ def render(
                 frame += n
                 progress.advance(task, n)
         else:
-            video_names = [n for n in names if n != "depth_metric"]
-            if not video_names:
-                raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
             with VideoWriter(output, fps=cond.fps) as writer:
                 for chunk in chunks:
                     n = len(chunk[video_names[0]])
@@ -135,7 +139,7 @@ def main() -> None:
     except StudioError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as exc:  # a bug: still one line, the traceback on request
         if _state["debug"]:
@@ -143,6 +147,7 @@ def main() -> None:
         console.print(
             f"[red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(2)
 

@@ -207,7 +207,10 @@ class HumanCondition:
         Returns:
             map name -> [T, H, W, 3] uint8 (depth and mask: [T, H, W] uint8).
         """
-        chunks = list(self.iter_render(maps, size=size, body_model=body_model, chunk_size=chunk_size))
+        chunks = [
+            {k: v.copy() for k, v in c.items()}
+            for c in self.iter_render(maps, size=size, body_model=body_model, chunk_size=chunk_size)
+        ]
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def iter_render(
@@ -218,7 +221,9 @@ class HumanCondition:
         body_model=None,
         chunk_size: int = 32,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Render guidance maps chunk by chunk, in bounded memory: yields dicts like ``render()``."""
+        """Render guidance maps chunk by chunk, in bounded memory: yields dicts like ``render()``.
+
+        The arrays of one chunk are reused for the next: copy what you keep."""
         from studio.render import GuidanceRenderer
 
         renderer = GuidanceRenderer.for_condition(self, maps=maps, size=size, body_model=body_model)

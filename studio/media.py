@@ -14,6 +14,8 @@ import numpy as np
 
 from studio.errors import StudioError
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -62,8 +64,8 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, *, fps: float, quality: int = 8) -> None:
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-            raise StudioError(f"{self.path}: video output must end in .mp4, .mov or .mkv")
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise StudioError(f"{self.path}: video output must end in {', '.join(VIDEO_SUFFIXES)}")
         self.fps = float(fps)
         self.quality = quality
         self._atomic = atomic_path(self.path)

@@ -1,8 +1,9 @@
 """Guidance maps rendered from a HumanCondition.
 
 Encodings (also in the README):
-- ``depth``: [H, W] uint8. Per frame, the body's nearest point is 255 and its farthest 32, linear in
-  metric depth between them; background 0. (``depth_metric``: [H, W] float32 metres, background 0.)
+- ``depth``: [H, W] uint8. Per frame, the body's nearest vertex is 255 and its farthest vertex 32,
+  linear in metric depth between them; background 0. (``depth_metric``: [H, W] float32 metres,
+  background 0.)
 - ``normal``: [H, W, 3] uint8. Camera-space unit normals in OpenGL axes (x right, y up, z towards the
   viewer) mapped as ``(n + 1) / 2 * 255``; a surface facing the camera is (128, 128, 255); background 0.
 - ``semantic``: [H, W, 3] uint8. A fixed colour per body part (``studio.body.BODY_PART_COLORS``,
@@ -15,6 +16,7 @@ Encodings (also in the README):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -41,27 +43,50 @@ def parse_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals. vertices [T, V, 3], faces [F, 3] -> [T, V, 3]."""
-    a, b, c = (vertices[:, faces[:, i]] for i in range(3))
-    face_n = torch.linalg.cross(b - a, c - a)  # [T, F, 3], length = 2 * area
-    normals = torch.zeros_like(vertices)
-    for i in range(3):
-        normals.index_add_(1, faces[:, i], face_n)
-    return torch.nn.functional.normalize(normals, dim=-1)
+def vertex_face_matrix(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Sparse CSR [V, F] incidence matrix (1 where a face uses a vertex), for ``vertex_normals``."""
+    import warnings
+
+    F = faces.shape[0]
+    order = torch.argsort(faces.reshape(-1), stable=True)
+    rows = faces.reshape(-1)[order]
+    cols = torch.arange(F, device=faces.device).repeat_interleave(3)[order]
+    crow = torch.zeros(num_vertices + 1, dtype=torch.long, device=faces.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_vertices), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, cols, torch.ones(3 * F, device=faces.device), (num_vertices, F))
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, incidence: torch.Tensor | None = None) -> torch.Tensor:
+    """Area-weighted unit vertex normals.
+
+    Args:
+        vertices: [T, V, 3]; faces: [F, 3]; incidence: optional cached ``vertex_face_matrix``.
+    Returns:
+        [T, V, 3] unit normals.
+    """
+    T, V, _ = vertices.shape
+    if incidence is None:
+        incidence = vertex_face_matrix(faces, V)
+    tri = vertices[:, faces.reshape(-1)].reshape(T, -1, 3, 3)
+    face_n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])  # |n| = 2 area
+    summed = incidence @ face_n.permute(1, 0, 2).reshape(faces.shape[0], T * 3)
+    return torch.nn.functional.normalize(summed.reshape(V, T, 3).permute(1, 0, 2), dim=-1)
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
-    """Metric depth [H, W] (0 = background) -> uint8 [H, W], near bright (255), far 32, background 0."""
+    """Metric depth [H, W] (0 = background) -> uint8 [H, W], near bright (255), far 32, background 0.
+
+    The GL renderer does this in its shader (over the vertex depth range); this is the same encoding
+    for depth from elsewhere (over the pixel depth range)."""
     valid = depth > 0
     if not valid.any():
         return np.zeros(depth.shape, dtype=np.uint8)
     z = depth[valid]
     near, far = float(z.min()), float(z.max())
-    out = np.zeros(depth.shape, dtype=np.uint8)
     scale = 223.0 / max(far - near, 1e-6)
-    out[valid] = (255.0 - (z - near) * scale).astype(np.uint8)
-    return out
+    return np.where(valid, 255.0 - (depth - near) * scale, 0.0).astype(np.uint8)
 
 
 class GuidanceRenderer:
@@ -94,47 +119,72 @@ class GuidanceRenderer:
         return cls(model, image_size=camera.image_size, maps=maps)
 
     def iter_render(self, condition, *, chunk_size: int = 32) -> Iterator[dict[str, np.ndarray]]:
-        """Yield map dicts for consecutive chunks of ``condition``'s frames (see HumanCondition.render)."""
+        """Yield map dicts for consecutive chunks of ``condition``'s frames (see HumanCondition.render).
+
+        The arrays of one chunk are views into buffers reused for the next chunk: copy what you keep.
+        """
         from studio.condition import project, world_to_camera
 
         camera = condition.camera.resized((self.height, self.width))
         faces = self.body_model.faces
+        incidence = vertex_face_matrix(faces, self.body_model.num_vertices) if self.raster else None
         valid = self.body_model.joint_valid.cpu().numpy()
-        for start in range(0, condition.num_frames, chunk_size):
-            frames = slice(start, min(start + chunk_size, condition.num_frames))
+        H, W = self.height, self.width
+        n_max = min(chunk_size, condition.num_frames)
+        normal_buf = np.zeros((n_max, H, W, 4), dtype=np.uint8)
+        color_buf = np.zeros((n_max, H, W, 4), dtype=np.uint8)
+        depth_buf = np.zeros((n_max, H, W), dtype=np.float32) if "depth_metric" in self.maps else None
+        skeleton_buf = np.zeros((n_max, H, W, 3), dtype=np.uint8) if "skeleton" in self.maps else None
+        def prepare(frames: slice) -> dict[str, np.ndarray]:
+            """Body forward, camera transform, normals and projection of one chunk (numpy out)."""
             posed = condition.posed(self.body_model, frames=frames)
             E = camera.extrinsics[frames].to(posed.vertices.device)
             K = camera.K[frames].to(posed.vertices.device)
-            out: dict[str, list[np.ndarray]] = {m: [] for m in self.maps}
+            data = {"K": K.cpu().numpy()}
             if self.raster is not None:
                 verts = world_to_camera(posed.vertices, E)
-                normals = vertex_normals(verts, faces)
-                verts_np, normals_np, K_np = verts.cpu().numpy(), normals.cpu().numpy(), K.cpu().numpy()
-                for t in range(verts_np.shape[0]):
-                    normal, semantic, depth = self.raster.render(verts_np[t], normals_np[t], K_np[t])
-                    self._collect(out, normal, semantic, depth)
-            if "skeleton" in self.maps:
+                data["vertices"] = verts.cpu().numpy()
+                data["normals"] = vertex_normals(verts, faces, incidence).cpu().numpy()
+            if skeleton_buf is not None:
                 joints_cam = world_to_camera(posed.joints, E)
-                joints2d = project(joints_cam, K).cpu().numpy()
-                in_front = (joints_cam[..., 2] > 1e-3).cpu().numpy()
-                for t in range(joints2d.shape[0]):
-                    canvas = np.zeros((self.height, self.width, 3), dtype=np.uint8)
-                    out["skeleton"].append(draw_skeleton(canvas, joints2d[t], visible=valid & in_front[t]))
-            yield {m: np.stack(v) for m, v in out.items()}
+                data["joints2d"] = project(joints_cam, K).cpu().numpy()
+                data["in_front"] = (joints_cam[..., 2] > 1e-3).cpu().numpy()
+            return data
 
-    def _collect(self, out, normal, semantic, depth) -> None:
-        mask = depth > 0
-        if "depth" in out:
-            out["depth"].append(encode_depth(depth))
-        if "depth_metric" in out:
-            out["depth_metric"].append(depth)
-        if "normal" in out:
-            normal[~mask] = 0
-            out["normal"].append(normal)
-        if "semantic" in out:
-            out["semantic"].append(semantic)
-        if "mask" in out:
-            out["mask"].append(mask.astype(np.uint8) * 255)
+        # The next chunk's body-model work (torch, off the GIL) overlaps this chunk's rasterisation.
+        chunks = [slice(s, min(s + chunk_size, condition.num_frames)) for s in range(0, condition.num_frames, chunk_size)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(prepare, chunks[0])
+            for i, frames in enumerate(chunks):
+                data = pending.result()
+                if i + 1 < len(chunks):
+                    pending = pool.submit(prepare, chunks[i + 1])
+                n = frames.stop - frames.start
+                out: dict[str, np.ndarray] = {}
+                if self.raster is not None:
+                    for t in range(n):
+                        self.raster.render_into(
+                            data["vertices"][t],
+                            data["normals"][t],
+                            data["K"][t],
+                            normal_out=normal_buf[t],
+                            color_out=color_buf[t],
+                            depth_out=None if depth_buf is None else depth_buf[t],
+                        )
+                    views = {
+                        "depth": color_buf[:n, ..., 3],
+                        "normal": normal_buf[:n, ..., :3],
+                        "semantic": color_buf[:n, ..., :3],
+                        "mask": normal_buf[:n, ..., 3],
+                        "depth_metric": None if depth_buf is None else depth_buf[:n],
+                    }
+                    out.update({m: views[m] for m in self.maps if m in views})
+                if skeleton_buf is not None:
+                    skeleton_buf[:n] = 0
+                    for t in range(n):
+                        draw_skeleton(skeleton_buf[t], data["joints2d"][t], visible=valid & data["in_front"][t])
+                    out["skeleton"] = skeleton_buf[:n]
+                yield out
 
     def release(self) -> None:
         if self.raster is not None:

@@ -34,19 +34,21 @@ void main() {
 
 _FRAGMENT_SHADER = """
 #version 330
+uniform vec2 depth_range;  // nearest and farthest vertex depth of this frame, metres
 in vec3 v_normal;
 in float v_depth;
 flat in vec3 v_color;
-layout(location = 0) out vec4 out_normal;
-layout(location = 1) out vec4 out_color;
-layout(location = 2) out float out_depth;
+layout(location = 0) out vec4 out_normal;  // rgb: normal, a: coverage (the mask)
+layout(location = 1) out vec4 out_color;   // rgb: part colour, a: encoded depth (near 1, far 32/255)
+layout(location = 2) out float out_depth;  // metric depth
 void main() {
     vec3 n = normalize(v_normal);
     // OpenCV camera axes -> OpenGL camera axes (x right, y up, z towards the viewer).
     vec3 n_gl = vec3(n.x, -n.y, -n.z);
     if (n_gl.z < 0.0) n_gl = -n_gl;  // a visible surface faces the camera
     out_normal = vec4(n_gl * 0.5 + 0.5, 1.0);
-    out_color = vec4(v_color, 1.0);
+    float s = clamp((v_depth - depth_range.x) / max(depth_range.y - depth_range.x, 1e-6), 0.0, 1.0);
+    out_color = vec4(v_color, (255.0 - 223.0 * s) / 255.0);
     out_depth = v_depth;
 }
 """
@@ -128,20 +130,26 @@ class MeshRasterizer:
             ],
             depth_attachment=ctx.depth_renderbuffer(size),
         )
-        self._normal = np.empty((self.height, self.width, 4), dtype=np.uint8)
-        self._color = np.empty((self.height, self.width, 4), dtype=np.uint8)
 
-    def render(
-        self, vertices: np.ndarray, normals: np.ndarray, K: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Render one frame.
+    def render_into(
+        self,
+        vertices: np.ndarray,
+        normals: np.ndarray,
+        K: np.ndarray,
+        *,
+        normal_out: np.ndarray,
+        color_out: np.ndarray,
+        depth_out: np.ndarray | None = None,
+    ) -> None:
+        """Render one frame into caller-owned buffers (no copies).
 
         Args:
             vertices: [V, 3] camera-space positions (OpenCV axes, metres).
             normals: [V, 3] camera-space unit normals.
             K: [3, 3] intrinsics for this output size.
-        Returns:
-            normal [H, W, 3] uint8, color [H, W, 3] uint8, depth [H, W] float32 (metres, 0 = background).
+            normal_out: [H, W, 4] uint8, receives the normal (rgb) and the coverage mask (a).
+            color_out: [H, W, 4] uint8, receives the part colour (rgb) and the encoded depth (a).
+            depth_out: optional [H, W] float32, receives metric depth (0 = background).
         """
         z = vertices[:, 2]
         in_front = z[z > 1e-3]
@@ -149,19 +157,17 @@ class MeshRasterizer:
         far = float(z.max()) * 2.0 + 1.0
         proj = projection_from_intrinsics(K, self.width, self.height, near, far)
         self.program["projection"].write(proj.T.astype("f4").tobytes())
+        zmin = float(in_front.min()) if in_front.size else 0.0
+        self.program["depth_range"].value = (zmin, float(z.max()))
         self.vbo.write(np.concatenate([vertices, normals], axis=1).astype("f4", copy=False).tobytes())
         self.fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.vao.render()
-        self.fbo.read_into(self._normal, components=4, attachment=0)
-        self.fbo.read_into(self._color, components=4, attachment=1)
-        depth = np.frombuffer(self.fbo.read(components=1, attachment=2, dtype="f4"), dtype=np.float32)
-        return (
-            self._normal[..., :3].copy(),
-            self._color[..., :3].copy(),
-            depth.reshape(self.height, self.width).copy(),
-        )
+        self.fbo.read_into(normal_out, components=4, attachment=0)
+        self.fbo.read_into(color_out, components=4, attachment=1)
+        if depth_out is not None:
+            self.fbo.read_into(depth_out, components=1, attachment=2, dtype="f4")
 
     def release(self) -> None:
         self.ctx.release()
