@@ -8,6 +8,7 @@ encoding, everything but writing files. Prints figures; the last line is `render
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def main() -> None:
         n += len(chunk["depth"])
     elapsed = time.perf_counter() - start
     print(f"frames={n} size={args.size}x{args.size} maps=depth,normal,semantic,skeleton,mask")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak_rss_mb={peak_mb:.0f}")
     print(f"torch_threads={torch.get_num_threads()} seconds={elapsed:.2f} ms_per_frame={1000 * elapsed / n:.1f}")
     print(f"render_maps_fps={n / elapsed:.1f}")
 

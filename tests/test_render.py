@@ -138,3 +138,19 @@ def test_parse_maps():
     assert parse_maps("depth, mask") == ("depth", "mask")
     with pytest.raises(StudioError, match="unknown map"):
         parse_maps("depth,colour")
+
+
+@pytest.mark.slow
+def test_a_long_motion_streams_in_bounded_memory(anny, walk):
+    import tracemalloc
+
+    long = walk[torch.arange(1000) % walk.num_frames]
+    tracemalloc.start()
+    frames = 0
+    for chunk in long.iter_render(size=128, body_model=anny, chunk_size=32):
+        frames += len(chunk["depth"])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert frames == 1000
+    all_at_once = 1000 * 128 * 96 * (1 + 3 + 3 + 3 + 1)  # 135 MB of maps
+    assert peak < all_at_once / 5

@@ -94,7 +94,7 @@ def anny_cache_dir() -> Path:
 def anny_cache_ready() -> bool:
     """Whether Anny's cache has been built (so the first model load is fast)."""
     d = anny_cache_dir()
-    return d.is_dir() and any(d.rglob("*.pth"))
+    return d.is_dir() and any(d.rglob("build_compact_model_data_*"))
 
 
 def _aligning_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -263,12 +263,12 @@ class AnnyBody(BodyModel):
         phenotype = p["phenotype"]
         if phenotype.stride(0) == 0 or bool((phenotype == phenotype[:1]).all()):
             phenotype = phenotype[:1]  # one shape for all frames: build the rest mesh once
-        deltas = self._anny_deltas(full_pose_matrices(p))
+        rotations = full_pose_matrices(p)  # [T, 55, 3, 3]
+        deltas = self._anny_deltas(rotations)
         out = self.anny(deltas, phenotype_kwargs=phenotype)
         C4 = rigid(self.to_world, torch.zeros(3, device=deltas.device))
         pelvis = out["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
-        R_global = full_pose_matrices(p)[:, 0]
-        G = rigid(R_global, pelvis + p["transl"])  # [T, 4, 4]
+        G = rigid(rotations[:, 0], pelvis + p["transl"])  # [T, 4, 4]
         skinning = out["bone_poses"] @ torch.linalg.inv(out["rest_bone_poses"]).expand_as(out["bone_poses"])
         bone_transforms = G[:, None] @ C4 @ skinning @ C4.T
         vertices = self._to_world_points(out["vertices"], G)
