@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -28,8 +30,8 @@ def test_slicing_and_indexing():
 
 def test_frozen_and_validated():
     cond = make_condition()
-    with pytest.raises(Exception):
-        cond.fps = 10  # frozen dataclass
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cond.fps = 10
     camera = Camera.look_at((0, 0, 3), (0, 0, 0), image_size=(64, 64), num_frames=2)
     with pytest.raises(StudioError, match="T=2"):
         HumanCondition("anny", {"body_pose": torch.zeros(3, 63)}, camera)

@@ -7,7 +7,7 @@ import torch
 from studio.body import BODY_PART_COLORS, JOINT_INDEX
 from studio.condition import Camera, HumanCondition, project, world_to_camera
 from studio.errors import StudioError
-from studio.render import MAP_NAMES, encode_depth, parse_maps, vertex_normals
+from studio.render import MAP_NAMES, parse_maps, vertex_normals
 from studio.render.gl import MeshRasterizer
 
 
@@ -126,12 +126,6 @@ def test_rasterizer_puts_a_triangle_where_the_pinhole_model_says():
     assert np.allclose(depth[ys, xs], 2.0)
     assert tuple(color[26, 34, :3]) == (255, 0, 0)
     assert tuple(normal[26, 34, :3]) == (128, 128, 255)  # facing the camera
-
-
-def test_encode_depth():
-    d = np.array([[0.0, 2.0, 3.0]], dtype=np.float32)
-    assert encode_depth(d).tolist() == [[0, 255, 32]]
-    assert encode_depth(np.zeros((2, 2), np.float32)).sum() == 0
 
 
 def test_parse_maps():

@@ -30,7 +30,7 @@ MAP_NAMES = ("depth", "normal", "semantic", "skeleton", "mask")
 EXTRA_MAP_NAMES = ("depth_metric",)
 _MESH_MAPS = {"depth", "normal", "semantic", "mask", "depth_metric"}
 
-__all__ = ["GuidanceRenderer", "MAP_NAMES", "encode_depth", "vertex_normals", "parse_maps"]
+__all__ = ["GuidanceRenderer", "MAP_NAMES", "vertex_normals", "parse_maps"]
 
 
 def parse_maps(maps: str | Sequence[str]) -> tuple[str, ...]:
@@ -73,20 +73,6 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, incidence: torch
     face_n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])  # |n| = 2 area
     summed = incidence @ face_n.permute(1, 0, 2).reshape(faces.shape[0], T * 3)
     return torch.nn.functional.normalize(summed.reshape(V, T, 3).permute(1, 0, 2), dim=-1)
-
-
-def encode_depth(depth: np.ndarray) -> np.ndarray:
-    """Metric depth [H, W] (0 = background) -> uint8 [H, W], near bright (255), far 32, background 0.
-
-    The GL renderer does this in its shader (over the vertex depth range); this is the same encoding
-    for depth from elsewhere (over the pixel depth range)."""
-    valid = depth > 0
-    if not valid.any():
-        return np.zeros(depth.shape, dtype=np.uint8)
-    z = depth[valid]
-    near, far = float(z.min()), float(z.max())
-    scale = 223.0 / max(far - near, 1e-6)
-    return np.where(valid, 255.0 - (depth - near) * scale, 0.0).astype(np.uint8)
 
 
 class GuidanceRenderer:
