@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import roma
 import torch
 
-from studio.body.joints import NUM_BODY_JOINTS, NUM_HAND_JOINTS, NUM_JOINTS
+from studio.body.joints import NUM_BODY_JOINTS, NUM_HAND_JOINTS
 
 # Per-frame feature size of the pose fields every backend accepts.
 POSE_PARAM_DIMS: dict[str, int] = {
