@@ -207,11 +207,16 @@ class HumanCondition:
         Returns:
             map name -> [T, H, W, 3] uint8 (depth and mask: [T, H, W] uint8).
         """
-        chunks = [
-            {k: v.copy() for k, v in c.items()}
-            for c in self.iter_render(maps, size=size, body_model=body_model, chunk_size=chunk_size)
-        ]
-        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        for chunk in self.iter_render(maps, size=size, body_model=body_model, chunk_size=chunk_size):
+            n = len(next(iter(chunk.values())))
+            for name, value in chunk.items():  # chunk buffers are reused: copy once, into place
+                if name not in out:
+                    out[name] = np.empty((self.num_frames, *value.shape[1:]), dtype=value.dtype)
+                out[name][start : start + n] = value
+            start += n
+        return out
 
     def iter_render(
         self,

@@ -153,12 +153,12 @@ class MeshRasterizer:
         """
         z = vertices[:, 2]
         in_front = z[z > 1e-3]
-        near = max(float(in_front.min()) * 0.5, 1e-3) if in_front.size else 0.01
-        far = float(z.max()) * 2.0 + 1.0
-        proj = projection_from_intrinsics(K, self.width, self.height, near, far)
-        self.program["projection"].write(proj.T.astype("f4").tobytes())
         zmin = float(in_front.min()) if in_front.size else 0.0
-        self.program["depth_range"].value = (zmin, float(z.max()))
+        zmax = float(z.max())
+        near = max(zmin * 0.5, 1e-3) if in_front.size else 0.01
+        proj = projection_from_intrinsics(K, self.width, self.height, near, zmax * 2.0 + 1.0)
+        self.program["projection"].write(proj.T.astype("f4").tobytes())
+        self.program["depth_range"].value = (zmin, zmax)
         self.vbo.write(np.concatenate([vertices, normals], axis=1).astype("f4", copy=False).tobytes())
         self.fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
