@@ -79,7 +79,7 @@ class Camera:
         focal: float | None = None,
         up: Sequence[float] = (0.0, 1.0, 0.0),
         num_frames: int = 1,
-    ) -> "Camera":
+    ) -> Camera:
         """A static camera at ``eye`` looking at ``target`` (world coordinates, metres)."""
         eye_t = torch.tensor(eye, dtype=torch.float32)
         forward = torch.tensor(target, dtype=torch.float32) - eye_t
@@ -96,7 +96,7 @@ class Camera:
         K = torch.tensor([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
         return Camera(K=K.expand(num_frames, 3, 3).clone(), extrinsics=E.expand(num_frames, 4, 4).clone(), image_size=(h, w))
 
-    def resized(self, size: int | tuple[int, int] | None) -> "Camera":
+    def resized(self, size: int | tuple[int, int] | None) -> Camera:
         """The same camera for another output size.
 
         ``None`` keeps the size; an int makes the longer side that many pixels (keeping the aspect,
@@ -117,10 +117,10 @@ class Camera:
         scale = torch.tensor([new_w / w, new_h / h, 1.0])
         return Camera(K=self.K * scale[None, :, None], extrinsics=self.extrinsics, image_size=(new_h, new_w))
 
-    def index(self, frames: slice | torch.Tensor | Sequence[int]) -> "Camera":
+    def index(self, frames: slice | torch.Tensor | Sequence[int]) -> Camera:
         return Camera(K=self.K[frames], extrinsics=self.extrinsics[frames], image_size=self.image_size)
 
-    def to(self, device: torch.device | str) -> "Camera":
+    def to(self, device: torch.device | str) -> Camera:
         return Camera(K=self.K.to(device), extrinsics=self.extrinsics.to(device), image_size=self.image_size)
 
 
@@ -156,7 +156,7 @@ class HumanCondition:
     def __len__(self) -> int:
         return self.num_frames
 
-    def __getitem__(self, frames: int | slice | Sequence[int] | torch.Tensor) -> "HumanCondition":
+    def __getitem__(self, frames: int | slice | Sequence[int] | torch.Tensor) -> HumanCondition:
         """Frames of this condition; an int gives a one-frame condition."""
         if isinstance(frames, int):
             if not -self.num_frames <= frames < self.num_frames:
@@ -169,7 +169,24 @@ class HumanCondition:
             fps=self.fps,
         )
 
-    def to(self, device: torch.device | str) -> "HumanCondition":
+    @staticmethod
+    def concat(parts: Sequence[HumanCondition]) -> HumanCondition:
+        """Join conditions of the same body model, image size and fps in time."""
+        if not parts:
+            raise StudioError("no conditions to join")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.body_model, p.camera.image_size, p.fps, set(p.body)) != (first.body_model, first.camera.image_size, first.fps, set(first.body)):
+                raise StudioError("cannot join conditions with different body models, image sizes, fps or fields")
+        camera = Camera(
+            K=torch.cat([p.camera.K for p in parts]),
+            extrinsics=torch.cat([p.camera.extrinsics for p in parts]),
+            image_size=first.camera.image_size,
+        )
+        body = {k: torch.cat([p.body[k] for p in parts]) for k in first.body}
+        return HumanCondition(body_model=first.body_model, body=body, camera=camera, fps=first.fps)
+
+    def to(self, device: torch.device | str) -> HumanCondition:
         return dataclasses.replace(
             self, body={k: v.to(device) for k, v in self.body.items()}, camera=self.camera.to(device)
         )
@@ -262,13 +279,12 @@ class HumanCondition:
         for key, value in self.body.items():
             arrays[f"body/{key}"] = value.cpu().numpy().astype(np.float32)
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         return path
 
     @staticmethod
-    def load(path: str | Path) -> "HumanCondition":
+    def load(path: str | Path) -> HumanCondition:
         """Read a condition written by ``save``; one clear StudioError for any malformed file."""
         path = Path(path)
         if not path.is_file():

@@ -5,7 +5,9 @@ finished."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ import numpy as np
 from studio.errors import StudioError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+# imageio-ffmpeg logs a warning whenever ffmpeg scales frames on decode, which studio asks for.
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -72,7 +76,7 @@ class VideoWriter:
         self._writer = None
         self.frames_written = 0
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self._tmp = self._atomic.__enter__()
         return self
 
@@ -107,21 +111,110 @@ class VideoWriter:
         self._atomic.__exit__(exc_type, exc, tb)
 
 
-def read_video_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Stream [H, W, 3] uint8 RGB frames of a video."""
-    import imageio_ffmpeg
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds."""
+
+    size: tuple[int, int]  # (height, width) as displayed
+    fps: float
+    num_frames: int  # an estimate from the container's duration
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class VideoReader:
+    """Streams a video's RGB frames through one ffmpeg process, optionally scaled down by ffmpeg so
+    that the longer side is at most ``max_side`` (much faster than decoding at full size).
+
+    Attributes: ``info`` (the source's VideoInfo) and ``size`` (height, width of the frames yielded).
+    """
+
+    def __init__(self, path: str | Path, *, max_side: int | None = None) -> None:
+        import imageio_ffmpeg
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StudioError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise StudioError(f"{self.path}: the file is empty")
+        output_params = None
+        if max_side is not None:
+            m = int(max_side)
+            output_params = ["-vf", f"scale=w='if(gte(iw,ih),min({m},iw),-2)':h='if(gte(iw,ih),-2,min({m},ih))':flags=area"]
+        try:
+            self._gen = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24", output_params=output_params)
+            meta = next(self._gen)
+        except (RuntimeError, OSError, StopIteration) as exc:
+            raise StudioError(f"{self.path}: not a readable video ({_first_line(exc)})") from exc
+        w, h = meta["size"]
+        sw, sh = meta.get("source_size") or meta["size"]
+        fps = float(meta.get("fps") or 0.0)
+        if not fps > 0:
+            self.close()
+            raise StudioError(f"{self.path}: the video has no frame rate")
+        duration = float(meta.get("duration") or 0.0)
+        self.size = (int(h), int(w))
+        self.info = VideoInfo(size=(int(sh), int(sw)), fps=fps, num_frames=max(1, round(duration * fps)))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        h, w = self.size
+        try:
+            for buf in self._gen:
+                if len(buf) != w * h * 3:
+                    break
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+        except RuntimeError as exc:
+            raise StudioError(f"{self.path}: the video is damaged ({_first_line(exc)})") from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._gen.close()
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Size, frame rate and (estimated) frame count of a video; StudioError if it cannot be read."""
+    reader = VideoReader(path)
+    reader.close()
+    return reader.info
+
+
+def read_video_frames(path: str | Path, *, max_side: int | None = None) -> Iterator[np.ndarray]:
+    """Stream [H, W, 3] uint8 RGB frames of a video (see ``VideoReader``)."""
+    yield from VideoReader(path, max_side=max_side)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as [H, W, 3] uint8 RGB; StudioError if it is missing, empty or not an image."""
+    import imageio.v3 as iio
 
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise StudioError(f"{path}: the file is empty")
     try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = next(gen)
-    except (RuntimeError, OSError, StopIteration) as exc:
-        raise StudioError(f"{path}: not a readable video ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-    w, h = meta["size"]
-    for buf in gen:
-        yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+        image = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for undecodable data
+        raise StudioError(f"{path}: not a readable image ({_first_line(exc)})") from exc
+    if image.ndim == 4:  # animated: the first frame
+        image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 16:
+        raise StudioError(f"{path}: not an RGB image (shape {list(image.shape)})")
+    if image.dtype != np.uint8:
+        image = (image / max(1, np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1) * 255).clip(0, 255).astype(np.uint8)
+    if image.shape[2] == 4:  # composite transparency over white
+        a = image[..., 3:4].astype(np.float32) / 255.0
+        image = (image[..., :3] * a + 255.0 * (1 - a)).astype(np.uint8)
+    return np.ascontiguousarray(to_rgb(image))
 
 
 def hstack_frames(frames: list[np.ndarray], *, labels: list[str] | None = None) -> np.ndarray:

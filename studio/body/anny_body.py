@@ -15,9 +15,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import roma
 import torch
 
-from studio.body.base import BodyModel, BodyOutput, full_pose_matrices, rigid
+from studio.body.base import (
+    BodyModel,
+    BodyOutput,
+    full_pose_matrices,
+    linear_blend_skinning,
+    rigid,
+)
 from studio.body.joints import (
     JOINT_INDEX,
     LANDMARK_NAMES,
@@ -259,26 +266,78 @@ class AnnyBody(BodyModel):
         Returns:
             BodyOutput with vertices [T, V, 3], joints [T, NUM_JOINTS, 3], bone_transforms [T, 104, 4, 4].
         """
+        return self._pose(params, all_vertices=True)
+
+    def joints(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Joints only [T, NUM_JOINTS, 3]: skins just the landmark vertices, several times faster than
+        ``forward`` (what fitting calls in its loop)."""
+        return self._pose(params, all_vertices=False).joints
+
+    def _pose(self, params: Mapping[str, torch.Tensor], *, all_vertices: bool) -> BodyOutput:
         p = self.complete_params(params)
         phenotype = p["phenotype"]
         if phenotype.stride(0) == 0 or bool((phenotype == phenotype[:1]).all()):
-            phenotype = phenotype[:1]  # one shape for all frames: build the rest mesh once
+            phenotype = phenotype[:1]  # one shape for all frames: build the rest model once
         rotations = full_pose_matrices(p)  # [T, 55, 3, 3]
         deltas = self._anny_deltas(rotations)
-        out = self.anny(deltas, phenotype_kwargs=phenotype)
-        C4 = rigid(self.to_world, torch.zeros(3, device=deltas.device))
-        pelvis = out["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
-        G = rigid(rotations[:, 0], pelvis + p["transl"])  # [T, 4, 4]
-        skinning = out["bone_poses"] @ torch.linalg.inv(out["rest_bone_poses"]).expand_as(out["bone_poses"])
-        bone_transforms = G[:, None] @ C4 @ skinning @ C4.T
-        vertices = self._to_world_points(out["vertices"], G)
-        heads = self._to_world_points(out["bone_poses"][:, :, :3, 3], G)
-        joints = heads[:, self.joint_bone.clamp_min(0)]
+        anny = self.anny
+        rest = self._rest_model(phenotype, all_vertices=all_vertices)
+        local_skinning, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
+        T = deltas.shape[0]
         lm = self.landmark_vertex >= 0
+        if all_vertices:
+            vertices_anny = anny.get_skinned_vertices(rest["rest_vertices"].expand(T, -1, -1), local_skinning)
+            landmarks_anny = vertices_anny[:, self.landmark_vertex[lm]]
+        else:
+            ids = self.landmark_vertex[lm]
+            rest_landmarks = rest["rest_vertices"][:, ids].expand(T, -1, -1)
+            landmarks_anny = linear_blend_skinning(rest_landmarks, self.skin_weights[ids], local_skinning)
+        C4 = rigid(self.to_world, torch.zeros(3, device=deltas.device))
+        pelvis = rest["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
+        G = rigid(rotations[:, 0], pelvis + p["transl"])  # [T, 4, 4]
+        heads = self._to_world_points(bone_poses[:, :, :3, 3], G)
+        joints = heads[:, self.joint_bone.clamp_min(0)]
         lm_rows = torch.nonzero(lm).squeeze(1) + len(SMPLX_JOINT_NAMES)
-        joints[:, lm_rows] = vertices[:, self.landmark_vertex[lm]]
+        joints[:, lm_rows] = self._to_world_points(landmarks_anny, G)
         joints[:, ~self.joint_valid] = joints[:, JOINT_INDEX["head"], None].clone()
+        if not all_vertices:
+            return BodyOutput(vertices=None, joints=joints, bone_transforms=None)
+        bone_transforms = G[:, None] @ C4 @ local_skinning @ C4.T
+        vertices = self._to_world_points(vertices_anny, G)
         return BodyOutput(vertices=vertices, joints=joints, bone_transforms=bone_transforms)
+
+    def _rest_model(self, phenotype: torch.Tensor, *, all_vertices: bool = True) -> dict[str, torch.Tensor]:
+        """Anny's rest skeleton and rest vertices (all, or only the landmark vertices as
+        ``rest_vertices[:, landmark_vertex[valid]]`` laid out in place, for the joints-only path)
+        for phenotypes [T or 1, 6]. The last constant phenotype's is kept, so that fitting a video
+        with a fixed shape skips rebuilding it at every step."""
+        key = None
+        if not phenotype.requires_grad:
+            key = (tuple(phenotype.shape), phenotype.device, all_vertices, tuple(phenotype.detach().cpu().flatten().tolist()))
+            cached = getattr(self, "_rest_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        anny = self.anny
+        _, pheno, local_changes, facial = anny.get_tensor_inputs(None, phenotype, None, None)
+        coeffs = anny._get_phenotype_blendshape_coefficients(pheno, local_changes, facial)
+        if all_vertices or anny.bone_orientation != "cached":
+            rest = anny.get_rest_model(coeffs)
+        else:  # Anny's cached rest model, for the landmark vertices only (what fitting needs)
+            ids = self.landmark_vertex[self.landmark_vertex >= 0]
+            vertices = torch.zeros(coeffs.shape[0], self.num_vertices, 3, dtype=coeffs.dtype, device=coeffs.device)
+            vertices[:, ids] = anny.template_vertices[ids] + torch.einsum("cpd,bc->bpd", anny.blendshapes[:, ids], coeffs)
+            heads = anny.template_bone_heads[None] + torch.einsum("ckd,bc->bkd", anny.bone_heads_blendshapes, coeffs)
+            M = anny.bone_template_orientation_matrices[None] + torch.einsum("ba,akij->bkij", coeffs, anny.bone_orientation_blendshapes)
+            orientation = roma.special_procrustes(M)
+            if anny.rest_orientation_refiner is not None:
+                orientation = anny.rest_orientation_refiner(orientation, heads)
+            poses = roma.Rigid(linear=orientation, translation=heads).to_homogeneous()
+            if anny.root_identity_orientation:
+                poses[:, 0, :3, :3] = torch.eye(3, dtype=poses.dtype, device=poses.device)
+            rest = {"rest_vertices": vertices, "rest_bone_heads": heads, "rest_bone_poses": poses}
+        if key is not None:
+            self._rest_cache = (key, rest)
+        return rest
 
     def _to_world_points(self, points: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """Anny-frame points with the root at the origin [T, N, 3] -> world [T, N, 3]."""

@@ -97,6 +97,10 @@ class BodyModel(torch.nn.Module):
     def forward(self, params: Mapping[str, torch.Tensor]) -> BodyOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def joints(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Posed joints only, [T, NUM_JOINTS, 3] world; backends override it with a cheaper path."""
+        return self(params).joints
+
 
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     """Rodrigues' formula. rotvec [..., 3] -> rotation matrices [..., 3, 3]."""
