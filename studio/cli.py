@@ -126,8 +126,117 @@ def render(
     console.print(f"wrote {output} ({cond.num_frames} frames, {', '.join(names)})")
 
 
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+
+
+def _check_output(output: Path, suffixes: tuple[str, ...], what: str) -> None:
+    if output.suffix.lower() not in suffixes:
+        raise StudioError(f"{output}: {what} must end in {', '.join(suffixes)}")
+
+
+@app.command()
+def pose(
+    media: Path = typer.Argument(..., help="An image or a video of a person."),
+    output: Path = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
+    body: str = typer.Option("anny", "--body", help="Body model: anny (embedded) or smplx (your model files)."),
+    person: int | None = typer.Option(None, "--person", help="Whom to follow when several people are in view (0 = largest)."),
+    preview: Path | None = typer.Option(None, "--preview", help="Also write the input with the fitted body over it (.mp4 for videos, .png for images)."),
+    hands: bool | None = typer.Option(None, "--hands/--no-hands", help="Track and fit fingers (default: on for images, off for videos)."),
+    focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels (default: the image's longer side)."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
+) -> None:
+    """Estimate and fit a body to one person in an image or a video; write a motion .npz."""
+    from studio.body import load_body_model
+    from studio.fit import FitConfig, pose_file
+    from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_info
+
+    _check_output(output, (".npz",), "the motion file")
+    if not media.is_file():
+        raise StudioError(f"{media}: no such file")
+    model = load_body_model(body, model_dir=body_model_dir)
+    total = video_info(media).num_frames if media.suffix.lower() in VIDEO_SUFFIXES else 1
+    if media.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        total = 1  # pose_file names the problem
+    with _progress("fitting") as progress:
+        task = progress.add_task("pose", total=total)
+        result = pose_file(
+            media,
+            body_model=model,
+            config=FitConfig(focal_length=focal),
+            person=person,
+            hands=hands,
+            preview=preview,
+            on_frames=lambda n: progress.advance(task, n),
+        )
+        progress.update(task, total=result.condition.num_frames, completed=result.condition.num_frames)
+    result.condition.save(output, body_model=model)
+    notes = []
+    if result.num_people > 1:
+        notes.append(f"{result.num_people} people in view, followed person {result.person} (choose with --person)")
+    if result.missing_frames:
+        notes.append(f"no person in {result.missing_frames} of {result.condition.num_frames} frames (filled)")
+    extra = f"; {'; '.join(notes)}" if notes else ""
+    console.print(f"wrote {output} ({result.condition.num_frames} frames, {model.name} body){extra}", highlight=False, soft_wrap=True)
+    if preview is not None:
+        console.print(f"wrote {preview}", highlight=False)
+
+
+motion_app = typer.Typer(help="Import mocap (BVH, SMPL-X/AMASS .npz) and export motions to BVH.", no_args_is_help=True)
+app.add_typer(motion_app, name="motion")
+
+
+@motion_app.command("import")
+def motion_import(
+    source: Path = typer.Argument(..., help="A .bvh (SMPL-X, CMU or Mixamo names) or SMPL-X/AMASS .npz."),
+    output: Path = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
+    body: str = typer.Option("anny", "--body", help="Body model to retarget onto: anny or smplx."),
+    fps: float = typer.Option(30.0, "--fps", help="Resample to this frame rate (0: keep the file's)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of an .npz: auto (z for AMASS files), y or z."),
+    size: str = typer.Option("640x480", "--size", help="Image size of the framing camera, HEIGHTxWIDTH."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
+) -> None:
+    """Retarget a mocap file onto a body model, with a camera that frames it."""
+    from studio.body import load_body_model
+    from studio.motion import import_motion
+
+    _check_output(output, (".npz",), "the motion file")
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise StudioError(f"--size must look like 640x480 (height x width), got '{size}'") from None
+    model = load_body_model(body, model_dir=body_model_dir)
+    cond = import_motion(source, model, fps=fps if fps > 0 else None, up=up, image_size=(h, w))
+    cond.save(output, body_model=model)
+    console.print(f"wrote {output} ({cond.num_frames} frames at {cond.fps:g} fps, {model.name} body)", highlight=False)
+
+
+@motion_app.command("export")
+def motion_export(
+    motion: Path = typer.Argument(..., help="A motion .npz from studio."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .bvh to write."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (smplx motions)."),
+) -> None:
+    """Write a motion as BVH (SMPL-X joint names, metres, Y up) for Blender and other tools."""
+    from studio.body import load_body_model
+    from studio.condition import HumanCondition
+    from studio.motion import export_bvh
+
+    _check_output(output, (".bvh",), "the BVH file")
+    cond = HumanCondition.load(motion)
+    model = load_body_model(cond.body_model, model_dir=body_model_dir)
+    export_bvh(cond, output, body_model=model)
+    console.print(f"wrote {output} ({cond.num_frames} frames, 55 joints)", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turn errors into one line each."""
+    from studio.native_logs import filter_native_stderr
+
+    filter_native_stderr()
+    console.file = sys.stderr
     try:
         app(standalone_mode=False)
     except click.exceptions.ClickException as exc:

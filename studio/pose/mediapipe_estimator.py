@@ -203,7 +203,7 @@ class MediaPipeEstimator:
             )
         self.person = index
         if len(people) > 1:
-            logger.warning(
+            logger.info(
                 "found %d people; following person %d (%s; numbered largest first, choose with --person)",
                 len(people), index, "the largest" if index == 0 else "as asked",
             )  # fmt: skip
