@@ -38,6 +38,18 @@ def _main_options(
     )
 
 
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    # Transient: the bar goes away when the work ends, so a failure leaves only its one-line error.
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _check_output(output: Path, suffixes: tuple[str, ...], what: str) -> None:
+    if output.suffix.lower() not in suffixes:
+        raise StudioError(f"{output}: {what} must end in {', '.join(suffixes)}")
+
+
 @app.command()
 def doctor(
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz."),
@@ -75,8 +87,6 @@ def render(
 ) -> None:
     """Render guidance maps of a motion, side by side into a video or as PNG files per map and frame."""
     import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from studio.body import load_body_model
     from studio.condition import HumanCondition
     from studio.media import VIDEO_SUFFIXES, VideoWriter, atomic_path, hstack_frames, to_rgb, write_image
@@ -93,10 +103,7 @@ def render(
             raise StudioError(f"{output}: video output must end in {', '.join(VIDEO_SUFFIXES)} (or give DIR/ for PNGs)")
         if not video_names:
             raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
-    progress = Progress(
-        TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    )
-    with progress:
+    with _progress("rendering") as progress:
         task = progress.add_task("render", total=cond.num_frames)
         chunks = cond.iter_render(names, size=size, body_model=model, chunk_size=16)
         if as_dir:
@@ -124,17 +131,6 @@ def render(
                         writer.write(hstack_frames(tiles, labels=video_names if labels else None))
                     progress.advance(task, n)
     console.print(f"wrote {output} ({cond.num_frames} frames, {', '.join(names)})")
-
-
-def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
-
-
-def _check_output(output: Path, suffixes: tuple[str, ...], what: str) -> None:
-    if output.suffix.lower() not in suffixes:
-        raise StudioError(f"{output}: {what} must end in {', '.join(suffixes)}")
 
 
 @app.command()

@@ -115,3 +115,106 @@ def test_video_writer_is_atomic(tmp_path):
     frames = list(read_video_frames(out))
     assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
     assert abs(int(frames[4].mean()) - 160) < 6
+
+
+MEDIA = ROOT / "assets" / "media"
+
+
+def assert_one_line_error(r, message, *leftovers):
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for path in leftovers:
+        assert not path.exists()
+        assert not list(path.parent.glob(f".{path.stem}*"))
+
+
+def test_pose_image_writes_condition_and_preview(tmp_path):
+    from studio.condition import HumanCondition
+
+    out, preview = tmp_path / "sit.npz", tmp_path / "sit.png"
+    r = studio("pose", MEDIA / "ref_sitting.jpg", "-o", out, "--preview", preview)
+    assert r.returncode == 0, r.stderr
+    cond = HumanCondition.load(out)
+    assert cond.num_frames == 1 and cond.camera.image_size == (640, 960)
+    with np.load(out) as data:
+        assert data["joints3d"].shape == (1, 76, 3) and "left_wrist" in data["joint_names"].tolist()
+        assert 1.0 < data["joints3d"][0, 0, 2] < 10.0  # the pelvis is metres in front of the camera
+    import imageio.v3 as iio
+
+    assert iio.imread(preview).shape == (640, 960, 3)
+    assert "W0000" not in r.stderr and "TensorFlow" not in r.stderr  # native chatter is filtered
+
+
+def grey_gap_video(path, frames, gap):
+    """The clip with frames ``gap`` replaced by an empty grey picture."""
+    with VideoWriter(path, fps=12) as w:
+        for i, f in enumerate(frames):
+            w.write(np.full_like(f, 128) if i in gap else f)
+
+
+def test_pose_video_counts_and_fills_frames_without_a_person(tmp_path):
+    from studio.condition import HumanCondition
+    from studio.media import VideoReader
+
+    frames = list(VideoReader(MEDIA / "motion_dribble.mp4", max_side=320))[:20]
+    src = tmp_path / "gap.mp4"
+    grey_gap_video(src, frames, gap={8, 9, 10})
+    out, preview = tmp_path / "gap.npz", tmp_path / "gap_preview.mp4"
+    r = studio("pose", src, "-o", out, "--preview", preview)
+    assert r.returncode == 0, r.stderr
+    assert "no person in 3 of 20 frames" in r.stderr
+    cond = HumanCondition.load(out)
+    assert cond.num_frames == 20 and cond.fps == 12.0
+    pelvis = np.load(out)["joints3d"][:, 0]
+    assert np.isfinite(pelvis).all() and np.linalg.norm(np.diff(pelvis, axis=0), axis=1).max() < 0.5
+    assert len(list(read_video_frames(preview))) == 20
+
+
+def test_pose_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
+    out = tmp_path / "m.npz"
+    corrupt = tmp_path / "broken.mp4"
+    corrupt.write_bytes(os.urandom(4000))
+    assert_one_line_error(studio("pose", corrupt, "-o", out), "not a readable video", out)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert_one_line_error(studio("pose", empty, "-o", out), "empty", out)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert_one_line_error(studio("pose", notes, "-o", out), "unsupported input", out)
+    from studio.media import write_image
+
+    sky = write_image(tmp_path / "sky.png", np.tile(np.linspace(60, 200, 240, dtype=np.uint8)[:, None, None], (1, 320, 3)))
+    assert_one_line_error(studio("pose", sky, "-o", out), "no person", out)
+    frames = [np.full((240, 320, 3), 90, np.uint8)] * 6
+    nobody = tmp_path / "nobody.mp4"
+    grey_gap_video(nobody, frames, gap=set())
+    preview = tmp_path / "p.mp4"
+    assert_one_line_error(studio("pose", nobody, "-o", out, "--preview", preview), "no person found in any", out, preview)
+    assert_one_line_error(studio("pose", MEDIA / "ref_sitting.jpg", "-o", tmp_path / "m.txt"), ".npz", tmp_path / "m.txt")
+
+
+def test_pose_picks_a_person_among_several(tmp_path):
+    from studio.media import VideoReader, write_image
+
+    frame = next(iter(VideoReader(MEDIA / "motion_two_people.mp4", max_side=640)))
+    image = write_image(tmp_path / "two.png", frame)
+    r = studio("pose", image, "-o", tmp_path / "a.npz", "--person", "1")
+    assert r.returncode == 0, r.stderr
+    assert "2 people in view, followed person 1" in r.stderr
+    assert_one_line_error(studio("pose", image, "-o", tmp_path / "b.npz", "--person", "3"), "found 2 people", tmp_path / "b.npz")
+
+
+def test_motion_import_render_and_export(tmp_path):
+    motion, bvh = tmp_path / "run.npz", tmp_path / "run.bvh"
+    r = studio("motion", "import", MEDIA / "cmu_02_03_run.bvh", "-o", motion, "--fps", "24")
+    assert r.returncode == 0, r.stderr
+    assert "35 frames at 24 fps" in r.stderr
+    r = studio("render", motion, "-o", tmp_path / "run.mp4", "--maps", "normal", "--size", "96")
+    assert r.returncode == 0, r.stderr
+    r = studio("motion", "export", motion, "-o", bvh)
+    assert r.returncode == 0, r.stderr
+    assert bvh.read_text().startswith("HIERARCHY\nROOT pelvis")
+    cut = tmp_path / "cut.bvh"
+    cut.write_text(bvh.read_text()[:3000])
+    assert_one_line_error(studio("motion", "import", cut, "-o", tmp_path / "cut.npz"), "truncated", tmp_path / "cut.npz")

@@ -149,10 +149,12 @@ def _parse(text: str) -> BVH:
             raise ValueError(f"unexpected '{tok}' in the hierarchy")
     if not names:
         raise ValueError("no joints")
+    if i >= len(tokens):
+        raise ValueError("the file ends inside the hierarchy, before MOTION (truncated?)")
     if stack:
         raise ValueError("unbalanced braces in the hierarchy")
-    if i >= len(tokens) or tokens[i].rstrip(":").upper() != "FRAMES":
-        raise ValueError("no MOTION section")
+    if tokens[i].rstrip(":").upper() != "FRAMES":
+        raise ValueError("no 'Frames:' line after MOTION")
     num_frames = int(tokens[i + 1])
     if tokens[i + 2].upper() != "FRAME" or tokens[i + 3].upper() != "TIME:":
         raise ValueError("no 'Frame Time:' line")

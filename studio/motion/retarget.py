@@ -76,13 +76,14 @@ def joint_map(names: list[str]) -> dict[str, int]:
     return found
 
 
-# The child whose direction defines each joint's bone, for the rest correction.
+# The child whose direction defines each limb bone, for the rest correction. Only limbs are
+# corrected: rigs disagree about where spine and collar bones point even in the same posture, while a
+# limb's direction is the posture itself (CMU's rest legs are splayed, Mixamo's arms often angled).
 _BONE_CHILD = {
-    "spine1": "spine2", "spine2": "spine3", "spine3": "neck", "neck": "head",
-    **{f"{s}_{a}": f"{s}_{b}" for s in ("left", "right") for a, b in (
-        ("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"), ("collar", "shoulder"), ("shoulder", "elbow"), ("elbow", "wrist"),
-    )},
-}  # fmt: skip
+    f"{s}_{a}": f"{s}_{b}"
+    for s in ("left", "right")
+    for a, b in (("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"), ("shoulder", "elbow"), ("elbow", "wrist"))
+}
 
 
 def _axes_of(bvh: BVH, mapping: dict[str, int]) -> torch.Tensor:

@@ -42,6 +42,8 @@ _HAND = {
 # Face-mesh vertices that refine the head's keypoints when the face is tracked.
 _FACE = {"nose": (1,), "right_eye": (33, 133), "left_eye": (362, 263)}
 
+# The studio joints MediaPipe's body model observes.
+BODY_JOINTS: tuple[str, ...] = tuple(_BODY.values())
 _BODY_SRC = np.array(list(_BODY))
 _BODY_DST = np.array([JOINT_INDEX[n] for n in _BODY.values()])
 _GREY = 127
