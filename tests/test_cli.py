@@ -218,3 +218,15 @@ def test_motion_import_render_and_export(tmp_path):
     cut = tmp_path / "cut.bvh"
     cut.write_text(bvh.read_text()[:3000])
     assert_one_line_error(studio("motion", "import", cut, "-o", tmp_path / "cut.npz"), "truncated", tmp_path / "cut.npz")
+
+
+def test_pose_with_the_smplx_body(tmp_path, smplx_dir):
+    from studio.condition import HumanCondition
+
+    out = tmp_path / "sit_smplx.npz"
+    r = studio("pose", MEDIA / "ref_sitting.jpg", "-o", out, "--body", "smplx", "--body-model-dir", smplx_dir, "--no-hands")
+    assert r.returncode == 0, r.stderr
+    cond = HumanCondition.load(out)
+    assert cond.body_model == "smplx" and cond.body["betas"].shape[0] == 1
+    r = studio("pose", MEDIA / "ref_sitting.jpg", "-o", tmp_path / "x.npz", "--body", "smplx", "--body-model-dir", tmp_path)
+    assert_one_line_error(r, "SMPLX_NEUTRAL", tmp_path / "x.npz")

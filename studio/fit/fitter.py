@@ -48,7 +48,7 @@ class FitConfig:
     """Adam steps per chunk of video frames."""
     image_iterations: int = 200
     """Adam steps for a single image (the shape is fitted too)."""
-    shape_iterations: int = 30
+    shape_iterations: int = 20
     """Adam steps of a video's shape fit (on its best-detected frames of the first chunk)."""
     chunk_size: int = 16
     """Video frames fitted together."""

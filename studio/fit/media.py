@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 WORKING_SIDE = 960  # longer side of the frames the estimator sees (MediaPipe works at 256 px inside)
 PREVIEW_ALPHA = 0.65
+STREAM_MIN_CHUNK = 8  # video frames the fitter takes at least (fewer only at the end)
+STREAM_MAX_CHUNK = 32
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ def pose_video(
     info, work_size = reader.info, reader.size
     max_gap = max(1, round(config.max_gap_seconds * info.fps))
     fitter = BodyFitter(body_model, config)
-    items: queue.Queue = queue.Queue(maxsize=4 * config.chunk_size)
+    items: queue.Queue = queue.Queue(maxsize=4 * STREAM_MAX_CHUNK)
     stop = threading.Event()
     keep_frames = preview is not None
 
@@ -104,20 +106,26 @@ def pose_video(
     worker.start()
 
     def stream() -> Iterator[tuple[list, Keypoints]]:
-        frames, kps = [], []
-        while True:
-            item = items.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            frames.append(item[0])
-            kps.append(item[1])
-            if len(kps) == config.chunk_size:
+        """Chunks of whatever the estimator has finished when the fitter is ready: at least
+        STREAM_MIN_CHUNK frames (unless the video ends), at most STREAM_MAX_CHUNK, so the fitter
+        never idles waiting for a full chunk and little work is left when the video ends."""
+        done = False
+        while not done:
+            frames, kps = [], []
+            while not done and len(kps) < STREAM_MAX_CHUNK:
+                try:
+                    item = items.get() if len(kps) < STREAM_MIN_CHUNK else items.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    frames.append(item[0])
+                    kps.append(item[1])
+            if kps:
                 yield frames, Keypoints.concat(kps)
-                frames, kps = [], []
-        if kps:
-            yield frames, Keypoints.concat(kps)
 
     conditions: list[HumanCondition] = []
     keypoints: list[Keypoints] = []
