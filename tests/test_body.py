@@ -154,3 +154,25 @@ def test_smplx_broken_file_is_one_clear_error(tmp_path):
     np.savez(tmp_path / "SMPLX_NEUTRAL.npz", v_template=np.zeros((10, 3)))
     with pytest.raises(StudioError, match="not a usable SMPL-X model file"):
         SMPLXBody(tmp_path)
+
+
+def test_anny_joints_only_path_matches_the_full_forward(anny):
+    torch.manual_seed(3)
+    T = 5
+    params = {
+        "global_orient": torch.randn(T, 3),
+        "body_pose": torch.randn(T, 63) * 0.4,
+        "left_hand_pose": torch.randn(T, 45) * 0.3,
+        "right_hand_pose": torch.randn(T, 45) * 0.3,
+        "transl": torch.randn(T, 3),
+        "phenotype": torch.rand(T, 6),
+    }
+    full = anny(params).joints
+    assert torch.allclose(full, anny.joints(params), atol=1e-5)  # a shape per frame
+    one_shape = {**params, "phenotype": params["phenotype"][:1]}
+    assert torch.allclose(anny(one_shape).joints, anny.joints(one_shape), atol=1e-5)  # the compact chain
+    # Gradients flow to pose and shape through the fast path.
+    for source in (params, one_shape):
+        p = {k: v.clone().requires_grad_() for k, v in source.items()}
+        anny.joints(p)[:, :, 1].sum().backward()
+        assert p["body_pose"].grad.abs().sum() > 0 and p["phenotype"].grad.abs().sum() > 0

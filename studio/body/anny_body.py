@@ -279,32 +279,125 @@ class AnnyBody(BodyModel):
         if phenotype.stride(0) == 0 or bool((phenotype == phenotype[:1]).all()):
             phenotype = phenotype[:1]  # one shape for all frames: build the rest model once
         rotations = full_pose_matrices(p)  # [T, 55, 3, 3]
-        deltas = self._anny_deltas(rotations)
         anny = self.anny
         rest = self._rest_model(phenotype, all_vertices=all_vertices)
-        local_skinning, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
-        T = deltas.shape[0]
+        T = rotations.shape[0]
         lm = self.landmark_vertex >= 0
-        if all_vertices:
-            vertices_anny = anny.get_skinned_vertices(rest["rest_vertices"].expand(T, -1, -1), local_skinning)
-            landmarks_anny = vertices_anny[:, self.landmark_vertex[lm]]
+        if not all_vertices and phenotype.shape[0] == 1:  # the fast path: one shape, joints only
+            heads_anny, landmarks_anny = self._compact_chain(rotations, rest)
         else:
-            ids = self.landmark_vertex[lm]
-            rest_landmarks = rest["rest_vertices"][:, ids].expand(T, -1, -1)
-            landmarks_anny = linear_blend_skinning(rest_landmarks, self.skin_weights[ids], local_skinning)
-        C4 = rigid(self.to_world, torch.zeros(3, device=deltas.device))
+            deltas = self._anny_deltas(rotations)
+            local_skinning, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
+            heads_anny = bone_poses[:, :, :3, 3]
+            if all_vertices:
+                vertices_anny = anny.get_skinned_vertices(rest["rest_vertices"].expand(T, -1, -1), local_skinning)
+                landmarks_anny = vertices_anny[:, self.landmark_vertex[lm]]
+            else:
+                ids = self.landmark_vertex[lm]
+                rest_landmarks = rest["rest_vertices"][:, ids].expand(T, -1, -1)
+                landmarks_anny = linear_blend_skinning(rest_landmarks, self.skin_weights[ids], local_skinning)
         pelvis = rest["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
         G = rigid(rotations[:, 0], pelvis + p["transl"])  # [T, 4, 4]
-        heads = self._to_world_points(bone_poses[:, :, :3, 3], G)
+        heads = self._to_world_points(heads_anny, G)
         joints = heads[:, self.joint_bone.clamp_min(0)]
         lm_rows = torch.nonzero(lm).squeeze(1) + len(SMPLX_JOINT_NAMES)
         joints[:, lm_rows] = self._to_world_points(landmarks_anny, G)
         joints[:, ~self.joint_valid] = joints[:, JOINT_INDEX["head"], None].clone()
         if not all_vertices:
             return BodyOutput(vertices=None, joints=joints, bone_transforms=None)
+        C4 = rigid(self.to_world, torch.zeros(3, device=G.device))
         bone_transforms = G[:, None] @ C4 @ local_skinning @ C4.T
         vertices = self._to_world_points(vertices_anny, G)
         return BodyOutput(vertices=vertices, joints=joints, bone_transforms=bone_transforms)
+
+    def _compact_chain_structure(self) -> dict:
+        """Once: the bones the joints-only path needs (the root, every bone a SMPL-X joint drives, and
+        the bones skinning the landmark vertices), each hung from its nearest such ancestor with the
+        constant rotation of the undriven bones in between."""
+        parents = [int(x) for x in self.anny.bone_parents]
+        lm_ids = self.landmark_vertex[self.landmark_vertex >= 0]
+        lm_bones = torch.nonzero(self.skin_weights[lm_ids].sum(0) > 0).squeeze(1).tolist()
+        needed = sorted({0, *torch.nonzero(self.bone_joint >= 0).squeeze(1).tolist(), *lm_bones, *self.joint_bone[self.joint_bone >= 0].tolist()})
+        node_of = {b: i for i, b in enumerate(needed)}
+        L = self.tpose_local  # [B, 3, 3]: the constant delta of an undriven bone
+        node_parent, const_rot, path_rows, path_bones, path_mats, depth = [-1], [torch.eye(3)], [], [], [], [0]
+        for n, b in enumerate(needed[1:], start=1):
+            path = [b]
+            a = parents[b]
+            while a not in node_of:
+                path.append(a)
+                a = parents[a]
+            path.reverse()  # from just below the ancestor node down to b
+            prefix = torch.eye(3)
+            for k in path:  # offset o = sum of prefix(D) q_k; rotation C = product of the undriven D's
+                path_rows.append(n)
+                path_bones.append(k)
+                path_mats.append(prefix.clone())
+                if k != b:
+                    prefix = prefix @ L[k]
+            node_parent.append(node_of[a])
+            const_rot.append(prefix)
+            depth.append(depth[node_of[a]] + 1)
+        levels = [torch.tensor([n for n in range(len(needed)) if depth[n] == d]) for d in range(1, max(depth) + 1)]
+        landmark_weights = self.skin_weights[lm_ids][:, needed]
+        return {
+            "bones": torch.tensor(needed),
+                "parent": torch.tensor(node_parent),
+            "const_rot": torch.stack(const_rot),
+            "path_rows": torch.tensor(path_rows),
+            "path_bones": torch.tensor(path_bones),
+            "path_mats": torch.stack(path_mats),
+            "levels": levels,
+            "landmark_weights": landmark_weights / landmark_weights.sum(1, keepdim=True),
+        }
+
+    def _compact_chain(self, rotations: torch.Tensor, rest: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bone heads [T, B, 3] (valid at the needed bones) and landmark vertices [T, L, 3] in Anny's
+        frame, by Anny's local-ref kinematics restricted to the needed bones:
+        V_c = V_p D_c and head_c = head_p + V_p q_c along the chain, V being a bone's posed
+        orientation times its reference orientation's transpose."""
+        if not hasattr(self, "_chain"):
+            self._chain = self._compact_chain_structure()
+        c = self._chain
+        anny = self.anny
+        R = rest["rest_bone_poses"][:, :, :3, :3]  # [1, B, 3, 3]
+        h = rest["rest_bone_heads"]  # [1, B, 3]
+        U = anny.reference_bone_orientations if anny.reference_bone_orientations is not None else R[0]
+        parents = torch.as_tensor([max(int(x), 0) for x in anny.bone_parents])
+        A = U @ R[0].transpose(-1, -2)
+        A[0] = torch.eye(3, dtype=A.dtype)
+        q = (A[parents] @ (h[0] - h[0, parents])[..., None])[..., 0]  # [B, 3] reference-frame offsets
+        q[0] = 0.0
+        offsets = torch.zeros(len(c["bones"]), 3, dtype=q.dtype).index_add(
+            0, c["path_rows"], (c["path_mats"] @ q[c["path_bones"]][..., None])[..., 0]
+        )
+        # Per-node delta: driven bones from their SMPL-X joint, the rest constant.
+        bones = c["bones"]
+        joint = self.bone_joint[bones]
+        T = rotations.shape[0]
+        C = self.to_world
+        D = self.tpose_local[bones].expand(T, -1, -1, -1).clone()
+        driven = joint >= 0
+        Rj = C.T @ rotations[:, joint[driven]] @ C
+        P = self.tpose_parent[bones[driven]]
+        D[:, driven] = P.transpose(-1, -2) @ Rj @ P @ self.tpose_local[bones[driven]]
+        K = c["const_rot"] @ D  # [T, N, 3, 3]: V_n = V_a K_n
+        Vt = torch.zeros(T, len(bones), 3, 3, dtype=D.dtype).index_copy(1, torch.tensor([0]), (U[0].T @ D[:, 0])[:, None])
+        Ht = torch.zeros(T, len(bones), 3, dtype=D.dtype)
+        for level in c["levels"]:
+            a = c["parent"][level]
+            Va = Vt[:, a]
+            Ht = Ht.index_copy(1, level, Ht[:, a] + (Va @ offsets[level][..., None])[..., 0])
+            Vt = Vt.index_copy(1, level, Va @ K[:, level])
+        # Landmarks: LBS with the needed bones' skinning transforms (posed x rest inverse).
+        lm_ids = self.landmark_vertex[self.landmark_vertex >= 0]
+        rot = Vt @ U[bones] @ R[0, bones].transpose(-1, -2)  # [T, N, 3, 3]
+        trans = Ht - (rot @ h[0, bones][..., None])[..., 0]
+        rest_lm = rest["rest_vertices"][0, lm_ids]  # [L, 3]
+        w = c["landmark_weights"]  # [L, N]
+        posed = torch.einsum("ln,tnij,lj->tli", w, rot, rest_lm) + torch.einsum("ln,tni->tli", w, trans)
+        heads_all = torch.zeros(T, len(self.bone_names), 3, dtype=D.dtype).index_copy(1, bones, Ht)
+        return heads_all, posed
 
     def _rest_model(self, phenotype: torch.Tensor, *, all_vertices: bool = True) -> dict[str, torch.Tensor]:
         """Anny's rest skeleton and rest vertices (all, or only the landmark vertices as
