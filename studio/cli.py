@@ -89,8 +89,8 @@ def render(
     import numpy as np
     from studio.body import load_body_model
     from studio.condition import HumanCondition
-    from studio.media import VIDEO_SUFFIXES, VideoWriter, atomic_path, hstack_frames, to_rgb, write_image
-    from studio.render import parse_maps
+    from studio.media import VIDEO_SUFFIXES, VideoWriter, atomic_path, write_image
+    from studio.render import iter_map_video_frames, parse_maps
 
     names = parse_maps(maps)
     cond = HumanCondition.load(motion)
@@ -123,13 +123,11 @@ def render(
                 frame += n
                 progress.advance(task, n)
         else:
+            chunks.close()
             with VideoWriter(output, fps=cond.fps) as writer:
-                for chunk in chunks:
-                    n = len(chunk[video_names[0]])
-                    for t in range(n):
-                        tiles = [to_rgb(chunk[name][t]) for name in video_names]
-                        writer.write(hstack_frames(tiles, labels=video_names if labels else None))
-                    progress.advance(task, n)
+                for frame in iter_map_video_frames(cond, video_names, size=size, body_model=model, labels=labels):
+                    writer.write(frame)
+                    progress.advance(task, 1)
     console.print(f"wrote {output} ({cond.num_frames} frames, {', '.join(names)})")
 
 
@@ -178,6 +176,47 @@ def pose(
     console.print(f"wrote {output} ({result.condition.num_frames} frames, {model.name} body){extra}", highlight=False, soft_wrap=True)
     if preview is not None:
         console.print(f"wrote {preview}", highlight=False)
+
+
+@app.command()
+def animate(
+    reference: Path = typer.Argument(..., help="An image of one person (full body works best)."),
+    motion: Path = typer.Argument(..., help="A video, a .bvh, or a motion .npz (from studio pose / studio motion import)."),
+    output: Path = typer.Option(Path("outputs/animation.mp4"), "-o", "--output", help="The video to write."),
+    backend: str = typer.Option("auto", "--backend", help="auto (champ when its weights are found, else mesh), mesh or champ."),
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    size: int = typer.Option(512, "--size", help="Longer side of the output in pixels."),
+    guidance_out: Path | None = typer.Option(None, "--guidance-out", help="Also write the guidance maps as a video."),
+    side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write reference | motion | guidance | result."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished chunk."),
+    person: int | None = typer.Option(None, "--person", help="Which person of the reference to animate (0 = largest)."),
+) -> None:
+    """Animate the person in REFERENCE with MOTION (the README's main job)."""
+    from studio.animate import AnimateConfig
+    from studio.animate import animate as run_animate
+    from studio.body import load_body_model
+
+    if size < 64 or size > 4096:
+        raise StudioError(f"--size must be between 64 and 4096, got {size}")
+    config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person)
+    model = load_body_model("anny")
+    with _progress("{task.description}") as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_stage(name: str, total: int) -> None:
+            progress.reset(task, description=name, total=total or None)
+
+        result = run_animate(
+            reference, motion, output, config=config, body_model=model, resume=resume,
+            guidance_out=guidance_out, side_by_side=side_by_side,
+            on_stage=on_stage, on_frames=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    for note in result.notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.output} ({result.num_frames} frames at {result.fps:g} fps) and {result.settings_path}", highlight=False, soft_wrap=True)
+    for extra in (guidance_out, side_by_side):
+        if extra is not None:
+            console.print(f"wrote {extra}", highlight=False)
 
 
 motion_app = typer.Typer(help="Import mocap (BVH, SMPL-X/AMASS .npz) and export motions to BVH.", no_args_is_help=True)

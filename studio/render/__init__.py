@@ -75,6 +75,18 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, incidence: torch
     return torch.nn.functional.normalize(summed.reshape(V, T, 3).permute(1, 0, 2), dim=-1)
 
 
+def iter_map_video_frames(
+    condition, maps: Sequence[str], *, size=None, body_model=None, labels: bool = True, chunk_size: int = 16
+) -> Iterator[np.ndarray]:
+    """One RGB frame per condition frame with the maps side by side (each labelled on request)."""
+    from studio.media import hstack_frames, to_rgb
+
+    names = [m for m in parse_maps(maps) if m != "depth_metric"]
+    for chunk in condition.iter_render(names, size=size, body_model=body_model, chunk_size=chunk_size):
+        for t in range(len(chunk[names[0]])):
+            yield hstack_frames([to_rgb(chunk[name][t]) for name in names], labels=names if labels else None)
+
+
 class GuidanceRenderer:
     """Renders guidance maps for one body model at one output size, chunk by chunk."""
 

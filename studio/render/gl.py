@@ -173,6 +173,76 @@ class MeshRasterizer:
         self.ctx.release()
 
 
+_ATTRIBUTE_VERTEX_SHADER = """
+#version 330
+uniform mat4 projection;
+in vec3 in_position;  // camera space, OpenCV axes, metres
+in vec2 in_attribute;
+out vec2 v_attribute;
+void main() {
+    gl_Position = projection * vec4(in_position, 1.0);
+    v_attribute = in_attribute;
+}
+"""
+
+_ATTRIBUTE_FRAGMENT_SHADER = """
+#version 330
+in vec2 v_attribute;
+layout(location = 0) out vec4 out_attribute;  // rg: the interpolated attribute, a: coverage
+void main() {
+    out_attribute = vec4(v_attribute, 0.0, 1.0);
+}
+"""
+
+
+class AttributeRasterizer:
+    """Rasterises a mesh with a smoothly interpolated float2 attribute per vertex (for example the
+    pixel a vertex takes its colour from in a texture image) into an [H, W, 4] float32 image."""
+
+    def __init__(self, faces: np.ndarray, num_vertices: int, *, width: int, height: int) -> None:
+        self.width, self.height = int(width), int(height)
+        self.num_vertices = int(num_vertices)
+        self.ctx = create_context()
+        ctx = self.ctx
+        self.program = ctx.program(vertex_shader=_ATTRIBUTE_VERTEX_SHADER, fragment_shader=_ATTRIBUTE_FRAGMENT_SHADER)
+        self.vbo = ctx.buffer(reserve=self.num_vertices * 3 * 4, dynamic=True)
+        self.abo = ctx.buffer(reserve=self.num_vertices * 2 * 4, dynamic=True)
+        self.ibo = ctx.buffer(np.ascontiguousarray(faces, dtype=np.int32))
+        self.vao = ctx.vertex_array(
+            self.program,
+            [(self.vbo, "3f", "in_position"), (self.abo, "2f", "in_attribute")],
+            index_buffer=self.ibo,
+            index_element_size=4,
+        )
+        size = (self.width, self.height)
+        self.fbo = ctx.framebuffer(
+            color_attachments=[ctx.renderbuffer(size, components=4, dtype="f4")],
+            depth_attachment=ctx.depth_renderbuffer(size),
+        )
+
+    def set_attribute(self, attribute: np.ndarray) -> None:
+        """The per-vertex attribute [V, 2] (kept until set again)."""
+        self.abo.write(np.ascontiguousarray(attribute, dtype="f4").tobytes())
+
+    def render_into(self, vertices: np.ndarray, K: np.ndarray, *, out: np.ndarray) -> None:
+        """Render one frame: vertices [V, 3] camera space, K [3, 3]; out [H, W, 4] float32 receives
+        the attribute (rg) and coverage (a, 0 or 1)."""
+        z = vertices[:, 2]
+        in_front = z[z > 1e-3]
+        near = max(float(in_front.min()) * 0.5, 1e-3) if in_front.size else 0.01
+        proj = projection_from_intrinsics(K, self.width, self.height, near, float(z.max()) * 2.0 + 1.0)
+        self.program["projection"].write(proj.T.astype("f4").tobytes())
+        self.vbo.write(np.ascontiguousarray(vertices, dtype="f4").tobytes())
+        self.fbo.use()
+        self.ctx.enable(self.ctx.DEPTH_TEST)
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self.vao.render()
+        self.fbo.read_into(out, components=4, attachment=0, dtype="f4")
+
+    def release(self) -> None:
+        self.ctx.release()
+
+
 def egl_platform_hint() -> None:
     """Prefer the surfaceless Mesa platform when no display is set (headless machines, CI)."""
     if not os.environ.get("DISPLAY"):

@@ -1,0 +1,143 @@
+"""Motion transfer: the reference person performing a motion, seen by the reference's camera.
+
+The reference's body shape and camera are kept (view transfer). From the motion come the joint
+rotations, the turns of the body about the vertical, and the root path, scaled by the ratio of the
+two bodies' leg lengths, so the driving person's proportions and camera do not leak in. Both world
+frames are Y up; the motion is turned about Y so that its first frame faces the way the reference
+person faces, placed where the reference stands, with its lowest foot on the reference's ground.
+"""
+
+from __future__ import annotations
+
+import math
+
+import roma
+import torch
+
+from studio.body.base import BodyModel, axis_angle_to_matrix, matrix_to_axis_angle
+from studio.body.joints import JOINT_INDEX
+from studio.condition import HumanCondition
+
+_FEET = [JOINT_INDEX[n] for n in ("left_heel", "right_heel", "left_big_toe", "right_big_toe", "left_ankle", "right_ankle")]
+_POSE_FIELDS = ("body_pose", "left_hand_pose", "right_hand_pose", "jaw_pose")
+
+
+def _leg_length(joints: torch.Tensor) -> float:
+    """Hip -> knee -> ankle length of the left leg from joints [J, 3]."""
+    hip, knee, ankle = (joints[JOINT_INDEX[n]] for n in ("left_hip", "left_knee", "left_ankle"))
+    return float((knee - hip).norm() + (ankle - knee).norm())
+
+
+def _yaw(rotation: torch.Tensor) -> float:
+    """Heading of a body orientation [3, 3] about world Y (its forward axis projected on XZ)."""
+    forward = rotation[:, 2]
+    return math.atan2(float(forward[0]), float(forward[2]))
+
+
+def transfer_motion(
+    motion: HumanCondition,
+    reference: HumanCondition,
+    *,
+    motion_model: BodyModel,
+    reference_model: BodyModel,
+    image_size: tuple[int, int] | None = None,
+    keep_in_view: bool = True,
+) -> tuple[HumanCondition, dict[str, float]]:
+    """The reference person (one frame) doing ``motion`` (T frames), seen by the reference camera.
+
+    Args:
+        image_size: output (height, width); None keeps the reference image's size.
+        keep_in_view: when the body would leave the picture, push it back along the ground and
+            shorten its sideways travel, just enough (nearest placement first, then longest path).
+    Returns:
+        A HumanCondition of T frames on the reference's body model at the motion's fps, and the
+        placement used: ``depth_factor`` (1 = where the reference stands), ``path_factor`` (1 = the
+        whole scaled path), ``scale`` (reference / motion leg length).
+    """
+    T = motion.num_frames
+    with torch.no_grad():
+        m_params = motion_model.complete_params(motion.body)
+        m_joints = motion_model.joints(m_params)  # [T, J, 3]
+        r_params = reference_model.complete_params(reference.body)
+        r_joints = reference_model.joints(r_params)[0]
+        rest_m = motion_model.joints({**{k: v[:1] for k, v in m_params.items()}, **{k: torch.zeros(1, d) for k, d in _zero_pose_dims().items()}})[0]
+        rest_r = reference_model.joints({**r_params, **{k: torch.zeros(1, d) for k, d in _zero_pose_dims().items()}})[0]
+    scale = _leg_length(rest_r) / _leg_length(rest_m)
+
+    # Turn the motion about Y so its first frame faces like the reference.
+    R_m = axis_angle_to_matrix(m_params["global_orient"])  # [T, 3, 3]
+    R_r = axis_angle_to_matrix(r_params["global_orient"][0])
+    turn = _yaw(R_r) - _yaw(R_m[0])
+    Q = roma.rotvec_to_rotmat(torch.tensor([0.0, turn, 0.0]))
+    orient = matrix_to_axis_angle(Q @ R_m)
+
+    # Root path relative to the first frame, turned and scaled, starting where the reference stands.
+    pelvis_m = m_joints[:, JOINT_INDEX["pelvis"]]
+    path = (pelvis_m - pelvis_m[:1]) @ Q.T * scale
+    body = {k: m_params[k].clone() for k in _POSE_FIELDS}
+    body["global_orient"] = orient
+    for key in reference_model.shape_dims:
+        body[key] = r_params[key][:1].expand(T, -1).clone()
+    body["transl"] = torch.zeros(T, 3)
+    with torch.no_grad():
+        placed = reference_model.joints(body)  # [T, J, 3] with zero translation
+    start = r_joints[JOINT_INDEX["pelvis"]].clone()
+    ground = float(r_joints[_FEET, 1].min())
+    # Lowest foot of the first frame on the reference's ground (the motion's own height changes, such
+    # as jumps, are kept by the path).
+    start[1] = placed[0, JOINT_INDEX["pelvis"], 1] + ground - float(placed[0, _FEET, 1].min())
+    camera = reference.camera.index([0] * T)
+    if image_size is not None:
+        camera = camera.resized(image_size)
+    centre = -camera.extrinsics[0, :3, :3].T @ camera.extrinsics[0, :3, 3]  # the camera's position, world
+    contact = placed[0, _FEET].min(0).values - placed[0, JOINT_INDEX["pelvis"]] + start  # a point on the ground
+    contact[1] = ground
+    depth_factor, path_factor = _keep_in_view(placed, start, path, camera, centre, contact) if keep_in_view else (1.0, 1.0)
+    pelvis = _pelvis_path(start, path, centre, contact, depth_factor, path_factor)
+    body["transl"] = pelvis - placed[:, JOINT_INDEX["pelvis"]]
+    cond = HumanCondition(body_model=reference_model.name, body=body, camera=camera, fps=motion.fps)
+    return cond, {"depth_factor": depth_factor, "path_factor": path_factor, "scale": scale}
+
+
+def _pelvis_path(start, path, centre, contact, depth_factor: float, path_factor: float) -> torch.Tensor:
+    """Pelvis positions [T, 3]: the start pushed back ``depth_factor`` times as far from the camera
+    along the ray through the ground contact point (so the feet stay where the reference's were in
+    the picture, on a ground that may not be level), plus ``path_factor`` of the sideways travel."""
+    shift = centre + depth_factor * (contact - centre) - contact
+    travel = path.clone()
+    travel[:, [0, 2]] *= path_factor
+    return start + shift + travel
+
+
+def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float = 0.04) -> tuple[float, float]:
+    """How far to push the body back (x distance) and how much of its sideways travel to keep
+    (x fraction) so that every joint of every frame stays in view: the nearest placement first,
+    then the longest path."""
+    from studio.condition import project, world_to_camera
+
+    h, w = camera.image_size
+    relative = placed - placed[:, JOINT_INDEX["pelvis"] : JOINT_INDEX["pelvis"] + 1]
+    height = float(relative[..., 1].max() - relative[..., 1].min())
+    lo = torch.tensor([margin * w, margin * h])
+    hi = torch.tensor([(1 - margin) * w, (1 - margin) * h])
+    head_room = 0.12 * height  # joints stop at the eyes and ears; keep the top of the head in view too
+    for depth_factor in [1.0 + 0.15 * i for i in range(21)]:
+        for path_factor in (1.0, 0.75, 0.5, 0.25, 0.0):
+            pelvis = _pelvis_path(start, path, centre, contact, depth_factor, path_factor)
+            points = relative + pelvis[:, None]
+            top = points[:, JOINT_INDEX["head"]].clone()
+            top[:, 1] += head_room
+            points = torch.cat([points, top[:, None]], dim=1)
+            cam = world_to_camera(points, camera.extrinsics)
+            if bool((cam[..., 2] <= 0.1).any()):
+                continue
+            uv = project(cam, camera.K)
+            if bool(((uv >= lo) & (uv <= hi)).all()):
+                return depth_factor, path_factor
+    return 4.0, 0.0
+
+
+def _zero_pose_dims() -> dict[str, int]:
+    from studio.body.base import POSE_PARAM_DIMS
+
+    return {k: d for k, d in POSE_PARAM_DIMS.items()}
