@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +168,22 @@ def animate(
 
     image = read_image(reference)
     stage("fitting the reference", 1)
+    size = output_size(image.shape[:2], config.size)
+    pool = ThreadPoolExecutor(max_workers=1)
+    background: list[Future] = []
+
+    def start_background(kp) -> None:  # inpainting needs only the mask: overlap it with the fit
+        if backend == "mesh":
+            from studio.animate.avatar import inpaint_person
+
+            background.append(pool.submit(inpaint_person, image, kp.mask[0], size))
+
     try:
-        ref = pose_image(image, body_model=body_model, estimator=load_estimator(hands=True, face=True), person=config.person)
+        ref = pose_image(
+            image, body_model=body_model, estimator=load_estimator(hands=True, face=True), person=config.person, on_keypoints=start_background
+        )
     except StudioError as exc:
+        pool.shutdown(cancel_futures=True)
         raise StudioError(f"{reference}: {exc}") from exc
     if ref.num_people > 1:
         notes.append(f"{ref.num_people} people in the reference; animating person {ref.person} (choose with --person)")
@@ -192,7 +206,6 @@ def animate(
 
     from studio.animate.transfer import transfer_motion
 
-    size = output_size(image.shape[:2], config.size)
     cond, placement = transfer_motion(
         motion_cond, ref.condition, motion_model=motion_model, reference_model=body_model, image_size=size, keep_in_view=config.keep_in_view
     )
@@ -241,13 +254,14 @@ def animate(
             if path.is_file():
                 continue
             if renderer is None:
-                renderer = _make_renderer(backend, image, ref, body_model, size)
+                renderer = _make_renderer(backend, image, ref, body_model, size, background[0].result() if background else None)
             frames = renderer.render(cond[a:b])
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, frames)
             if on_frames:
                 on_frames(b - a)
     finally:
+        pool.shutdown(cancel_futures=True)
         if renderer is not None:
             renderer.release()
 
@@ -279,12 +293,12 @@ def _other_model(name: str) -> BodyModel:
     return load_body_model(name)
 
 
-def _make_renderer(backend: str, image: np.ndarray, ref, body_model: BodyModel, size: tuple[int, int]):
+def _make_renderer(backend: str, image: np.ndarray, ref, body_model: BodyModel, size: tuple[int, int], background: np.ndarray | None):
     if backend != "mesh":  # pragma: no cover - diffusion backends plug in with their issue
         raise StudioError(f"the '{backend}' backend has no animate path yet")
     from studio.animate.avatar import AvatarRenderer, build_avatar
 
-    avatar = build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=body_model, output_size=size)
+    avatar = build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=body_model, output_size=size, background=background)
     return AvatarRenderer(avatar, body_model, output_size=size)
 
 

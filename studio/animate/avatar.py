@@ -49,6 +49,7 @@ def build_avatar(
     *,
     body_model: BodyModel,
     output_size: tuple[int, int],
+    background: np.ndarray | None = None,
 ) -> MeshAvatar:
     """Texture the fitted reference body from its image and inpaint the background.
 
@@ -56,6 +57,7 @@ def build_avatar(
         image: [H, W, 3] uint8 reference image; mask: [H, W] uint8 person mask (255 = person).
         reference: the fitted one-frame condition (camera of an H x W image).
         output_size: (height, width) of the animation frames.
+        background: the inpainted background if already made (``inpaint_person``).
     """
     from scipy.spatial import cKDTree
 
@@ -124,7 +126,8 @@ def build_avatar(
     # Keep every lookup on the person: snap coordinates outside the mask to the nearest mask pixel.
     coords = _snap_into_mask(coords, mask)
 
-    background = inpaint_person(image, mask, output_size)
+    if background is None:
+        background = inpaint_person(image, mask, output_size)
     return MeshAvatar(image=image, texture_coords=coords, background=background, visible_fraction=float(visible.mean()))
 
 

@@ -46,7 +46,7 @@ class FitConfig:
     """Focal length in pixels of the full-size image; None: the image's longer side."""
     iterations: int = 30
     """Adam steps per chunk of video frames."""
-    image_iterations: int = 200
+    image_iterations: int = 120
     """Adam steps for a single image (the shape is fitted too)."""
     shape_iterations: int = 20
     """Adam steps of a video's shape fit (on its best-detected frames of the first chunk)."""

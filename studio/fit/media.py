@@ -7,6 +7,7 @@ of frames as they arrive (the calling thread; torch releases the GIL), so both C
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -30,6 +31,18 @@ WORKING_SIDE = 960  # longer side of the frames the estimator sees (MediaPipe wo
 PREVIEW_ALPHA = 0.65
 STREAM_MIN_CHUNK = 8  # video frames the fitter takes at least (fewer only at the end)
 STREAM_MAX_CHUNK = 32
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: fitting's tensors are small, so one thread is
+    faster, and the other core stays free for work that overlaps it (tracking, inpainting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclasses.dataclass
@@ -56,11 +69,20 @@ def pose_image(
     estimator: PoseEstimator | None = None,
     config: FitConfig | None = None,
     person: int | None = None,
+    on_keypoints: Callable[[Keypoints], None] | None = None,
 ) -> PoseResult:
-    """Fit the body model to one person in an RGB image [H, W, 3] uint8 (T=1)."""
+    """Fit the body model to one person in an RGB image [H, W, 3] uint8 (T=1).
+
+    Args:
+        on_keypoints: called with the detections (and person mask) before the fit starts, so that
+            work needing only them can run alongside the fit.
+    """
     estimator = estimator or load_estimator(hands=True, face=True)
     kp = estimator.estimate_image(image, person=person, mask=True)
-    condition = BodyFitter(body_model, config).fit(kp)
+    if on_keypoints is not None:
+        on_keypoints(kp)
+    with one_torch_thread():
+        condition = BodyFitter(body_model, config).fit(kp)
     return PoseResult(condition, kp, 0, kp.num_people, estimator.person if kp.num_people > 1 else 0)
 
 
@@ -130,8 +152,8 @@ def pose_video(
     conditions: list[HumanCondition] = []
     keypoints: list[Keypoints] = []
     # The fit's tensors are small: one torch thread is faster, and leaves a core to MediaPipe.
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    threads = one_torch_thread()
+    threads.__enter__()
     writer = VideoWriter(preview, fps=info.fps) if preview is not None else None
     renderer = None
     try:
@@ -174,7 +196,7 @@ def pose_video(
                 pass
         if renderer is not None:
             renderer.release()
-        torch.set_num_threads(torch_threads)
+        threads.__exit__(None, None, None)
     return PoseResult(HumanCondition.concat(conditions), all_kp, missing, estimator.num_people, estimator.person)
 
 
