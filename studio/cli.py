@@ -278,7 +278,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        console.print("[red]interrupted[/]; no partial output was left behind")
+        console.print("[red]interrupted[/]; no output that looks complete was left behind (studio animate: --resume continues)")
         sys.exit(130)
     except StudioError as exc:
         if _state["debug"]:

@@ -109,10 +109,11 @@ def _pelvis_path(start, path, centre, contact, depth_factor: float, path_factor:
     return start + shift + travel
 
 
-def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float = 0.04) -> tuple[float, float]:
+def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float = 0.04, min_height: float = 0.35) -> tuple[float, float]:
     """How far to push the body back (x distance) and how much of its sideways travel to keep
-    (x fraction) so that every joint of every frame stays in view: the nearest placement first,
-    then the longest path."""
+    (x fraction) so that every joint of every frame stays in view. The whole path is preferred,
+    since a shortened path makes the feet slide, as long as the body's median height stays at
+    least ``min_height`` of the picture; then the nearest placement."""
     from studio.condition import project, world_to_camera
 
     h, w = camera.image_size
@@ -121,8 +122,9 @@ def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float
     lo = torch.tensor([margin * w, margin * h])
     hi = torch.tensor([(1 - margin) * w, (1 - margin) * h])
     head_room = 0.12 * height  # joints stop at the eyes and ears; keep the top of the head in view too
-    for depth_factor in [1.0 + 0.15 * i for i in range(21)]:
-        for path_factor in (1.0, 0.75, 0.5, 0.25, 0.0):
+    fallback = None
+    for path_factor in (1.0, 0.75, 0.5, 0.25, 0.0):
+        for depth_factor in [1.0 + 0.15 * i for i in range(21)]:
             pelvis = _pelvis_path(start, path, centre, contact, depth_factor, path_factor)
             points = relative + pelvis[:, None]
             top = points[:, JOINT_INDEX["head"]].clone()
@@ -133,8 +135,12 @@ def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float
                 continue
             uv = project(cam, camera.K)
             if bool(((uv >= lo) & (uv <= hi)).all()):
-                return depth_factor, path_factor
-    return 4.0, 0.0
+                tall = float((uv[..., 1].amax(1) - uv[..., 1].amin(1)).median()) >= min_height * h
+                if tall or path_factor == 0.0:
+                    return depth_factor, path_factor
+                fallback = fallback or (depth_factor, path_factor)
+                break  # farther back only gets smaller
+    return fallback or (4.0, 0.0)
 
 
 def _zero_pose_dims() -> dict[str, int]:
