@@ -273,12 +273,16 @@ def main() -> None:
     filter_native_stderr()
     console.file = sys.stderr
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into an exit code when not in standalone mode
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        console.print("[red]interrupted[/]; no output that looks complete was left behind (studio animate: --resume continues)")
+        console.print("[red]interrupted[/]; no output that looks complete was left behind (studio animate: --resume continues)", soft_wrap=True)
         sys.exit(130)
     except StudioError as exc:
         if _state["debug"]:

@@ -173,3 +173,28 @@ def test_two_people_reference_is_said(tmp_path):
     r = studio("animate", image, MEDIA / "cmu_02_03_run.bvh", "-o", out, "--size", "128")
     assert r.returncode == 0, r.stderr
     assert "2 people in the reference; animating person 0" in r.stderr
+
+
+def test_ctrl_c_exits_130_leaves_no_video_and_resume_finishes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c.mp4"
+    args = [sys.executable, "-m", "studio.cli", "animate", str(MEDIA / "ref_sitting.jpg"), str(MEDIA / "cmu_02_03_run.bvh"), "-o", str(out), "--size", "128"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    partial = tmp_path / "c.mp4.partial"
+    deadline = time.time() + 120
+    while not list(partial.glob("chunk_*.npy")) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not out.exists()
+    r = studio("animate", MEDIA / "ref_sitting.jpg", MEDIA / "cmu_02_03_run.bvh", "-o", out, "--size", "128", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed:" in r.stderr and len(list(read_video_frames(out))) == 44
