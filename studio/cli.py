@@ -105,11 +105,10 @@ def render(
             raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
     with _progress("rendering") as progress:
         task = progress.add_task("render", total=cond.num_frames)
-        chunks = cond.iter_render(names, size=size, body_model=model, chunk_size=16)
         if as_dir:
             output.mkdir(parents=True, exist_ok=True)
             frame = 0
-            for chunk in chunks:
+            for chunk in cond.iter_render(names, size=size, body_model=model, chunk_size=16):
                 n = len(next(iter(chunk.values())))
                 for t in range(n):
                     for name in names:
@@ -123,7 +122,6 @@ def render(
                 frame += n
                 progress.advance(task, n)
         else:
-            chunks.close()
             with VideoWriter(output, fps=cond.fps) as writer:
                 for frame in iter_map_video_frames(cond, video_names, size=size, body_model=model, labels=labels):
                     writer.write(frame)

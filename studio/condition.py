@@ -26,8 +26,6 @@ The world frame is the body model's: Y up, the body facing +Z at zero rotation.
 from __future__ import annotations
 
 import dataclasses
-import io
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -286,14 +284,10 @@ class HumanCondition:
     @staticmethod
     def load(path: str | Path) -> HumanCondition:
         """Read a condition written by ``save``; one clear StudioError for any malformed file."""
+        from studio.media import read_npz
+
         path = Path(path)
-        if not path.is_file():
-            raise StudioError(f"{path}: no such file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
-            raise StudioError(f"{path}: not a readable studio condition (.npz) file: {exc}") from exc
+        arrays = read_npz(path, what="studio condition (.npz) file")
         if str(arrays.get("format", "")) != FORMAT:
             raise StudioError(f"{path}: not a studio condition file (no 'format: {FORMAT}' entry)")
         version = int(arrays.get("format_version", -1))

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import io
 import logging
+import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,6 +190,19 @@ def video_info(path: str | Path) -> VideoInfo:
 def read_video_frames(path: str | Path, *, max_side: int | None = None) -> Iterator[np.ndarray]:
     """Stream [H, W, 3] uint8 RGB frames of a video (see ``VideoReader``)."""
     yield from VideoReader(path, max_side=max_side)
+
+
+def read_npz(path: str | Path, *, what: str = ".npz file") -> dict[str, np.ndarray]:
+    """All arrays of an .npz (no pickles); one StudioError naming ``what`` for a missing or
+    unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
+        raise StudioError(f"{path}: not a readable {what}: {exc}") from exc
 
 
 def read_image(path: str | Path) -> np.ndarray:

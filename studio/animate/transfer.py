@@ -14,7 +14,7 @@ import math
 import roma
 import torch
 
-from studio.body.base import BodyModel, axis_angle_to_matrix, matrix_to_axis_angle
+from studio.body.base import POSE_PARAM_DIMS, BodyModel, axis_angle_to_matrix, matrix_to_axis_angle
 from studio.body.joints import JOINT_INDEX
 from studio.condition import HumanCondition
 
@@ -60,8 +60,9 @@ def transfer_motion(
         m_joints = motion_model.joints(m_params)  # [T, J, 3]
         r_params = reference_model.complete_params(reference.body)
         r_joints = reference_model.joints(r_params)[0]
-        rest_m = motion_model.joints({**{k: v[:1] for k, v in m_params.items()}, **{k: torch.zeros(1, d) for k, d in _zero_pose_dims().items()}})[0]
-        rest_r = reference_model.joints({**r_params, **{k: torch.zeros(1, d) for k, d in _zero_pose_dims().items()}})[0]
+        zero_pose = {k: torch.zeros(1, d) for k, d in POSE_PARAM_DIMS.items()}
+        rest_m = motion_model.joints({**{k: v[:1] for k, v in m_params.items()}, **zero_pose})[0]
+        rest_r = reference_model.joints({**r_params, **zero_pose})[0]
     scale = _leg_length(rest_r) / _leg_length(rest_m)
 
     # Turn the motion about Y so its first frame faces like the reference.
@@ -141,9 +142,3 @@ def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float
                 fallback = fallback or (depth_factor, path_factor)
                 break  # farther back only gets smaller
     return fallback or (4.0, 0.0)
-
-
-def _zero_pose_dims() -> dict[str, int]:
-    from studio.body.base import POSE_PARAM_DIMS
-
-    return {k: d for k, d in POSE_PARAM_DIMS.items()}

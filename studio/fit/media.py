@@ -149,16 +149,22 @@ def pose_video(
             if kps:
                 yield frames, Keypoints.concat(kps)
 
+    def shut_down() -> None:
+        stop.set()
+        while worker.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                items.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
     conditions: list[HumanCondition] = []
     keypoints: list[Keypoints] = []
-    # The fit's tensors are small: one torch thread is faster, and leaves a core to MediaPipe.
-    threads = one_torch_thread()
-    threads.__enter__()
-    writer = VideoWriter(preview, fps=info.fps) if preview is not None else None
-    renderer = None
-    try:
-        if writer is not None:
-            writer.__enter__()
+    with contextlib.ExitStack() as stack:  # on any exit: producer stopped, partial preview removed
+        stack.callback(shut_down)
+        # The fit's tensors are small: one torch thread is faster, and leaves a core to MediaPipe.
+        stack.enter_context(one_torch_thread())
+        writer = stack.enter_context(VideoWriter(preview, fps=info.fps)) if preview is not None else None
+        renderer = None
         for frames, kp in _filled(stream(), max_gap):
             cond = fitter.fit_chunk(kp)
             conditions.append(cond)
@@ -168,6 +174,7 @@ def pose_video(
                     from studio.render import GuidanceRenderer
 
                     renderer = GuidanceRenderer(body_model, image_size=work_size, maps=("normal", "mask"))
+                    stack.callback(renderer.release)
                 for maps in renderer.iter_render(cond, chunk_size=len(frames)):
                     for t, frame in enumerate(frames):
                         writer.write(overlay(frame, maps["normal"][t], maps["mask"][t]))
@@ -179,24 +186,6 @@ def pose_video(
         missing = int((~all_kp.present).sum())
         if missing == len(all_kp):
             raise StudioError(f"{path}: no person found in any of its {len(all_kp)} frames")
-        if writer is not None:
-            writer.__exit__(None, None, None)
-            writer = None
-    except BaseException as exc:
-        stop.set()
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock the producer if it waits on a full queue
-            try:
-                items.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        if renderer is not None:
-            renderer.release()
-        threads.__exit__(None, None, None)
     return PoseResult(HumanCondition.concat(conditions), all_kp, missing, estimator.num_people, estimator.person)
 
 

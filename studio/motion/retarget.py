@@ -11,7 +11,6 @@ put on the ground (the lowest foot over the whole motion touches y = the body's 
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -223,12 +222,10 @@ def motion_condition(
     T = pelvis.shape[0]
     shape = {k: v.expand(T, -1).clone() for k, v in body_model.default_shape().items()}
     with torch.no_grad():
-        rest_pelvis = body_model.joints({"transl": torch.zeros(1, 3)})[0, 0]
-        params = {**body, **shape, "transl": pelvis - rest_pelvis}
+        rest_joints = body_model.joints({"transl": torch.zeros(1, 3)})[0]
+        params = {**body, **shape, "transl": pelvis - rest_joints[0]}
         joints = body_model.joints(params)
     feet = [JOINT_INDEX[n] for n in ("left_heel", "right_heel", "left_big_toe", "right_big_toe", "left_ankle", "right_ankle")]
-    with torch.no_grad():
-        rest_joints = body_model.joints({"transl": torch.zeros(1, 3)})[0]
     ground = float(rest_joints[feet, 1].min())  # the rest body's sole height
     shift = torch.zeros(3)
     shift[[0, 2]] = -pelvis[0, [0, 2]]
@@ -292,14 +289,10 @@ def smplx_npz_to_condition(
     Args:
         up: the file's up axis: "y", "z", or "auto" (z for AMASS-style files, whose convention it is).
     """
+    from studio.media import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise StudioError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise StudioError(f"{path}: not a readable .npz file ({exc})") from exc
+    arrays = read_npz(path)
     amass = "poses" in arrays
     try:
         if amass:
