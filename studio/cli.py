@@ -188,6 +188,8 @@ def animate(
     side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write reference | motion | guidance | result."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished chunk."),
     person: int | None = typer.Option(None, "--person", help="Which person of the reference to animate (0 = largest)."),
+    steps: int | None = typer.Option(None, "--steps", help="Denoising steps of a diffusion backend (default: its own, 20 for champ)."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed of a diffusion backend."),
 ) -> None:
     """Animate the person in REFERENCE with MOTION (the README's main job)."""
     from studio.animate import AnimateConfig
@@ -196,7 +198,9 @@ def animate(
 
     if size < 64 or size > 4096:
         raise StudioError(f"--size must be between 64 and 4096, got {size}")
-    config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person)
+    if steps is not None and steps < 1:
+        raise StudioError(f"--steps must be at least 1, got {steps}")
+    config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person, steps=steps, seed=seed)
     model = load_body_model("anny")
     with _progress("{task.description}") as progress:
         task = progress.add_task("starting", total=None)

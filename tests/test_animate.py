@@ -92,7 +92,7 @@ def test_backend_resolution():
     assert resolve_backend("mesh", None)[0] == "mesh"
     name, reason = resolve_backend("auto", None)
     assert name == "mesh" and "no diffusion weights" in reason
-    with pytest.raises(StudioError, match="not available"):
+    with pytest.raises(StudioError, match="champ.*cannot run: no weights folder.*--weights"):
         resolve_backend("champ", None)
     with pytest.raises(StudioError, match="unknown backend"):
         resolve_backend("magic", None)
@@ -152,7 +152,7 @@ def test_animate_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
     notes.write_text("x")
     assert_one_line_error(studio("animate", MEDIA / "ref_sitting.jpg", notes, "-o", out), "unsupported motion", out)
     assert_one_line_error(studio("animate", MEDIA / "ref_sitting.jpg", MEDIA / "cmu_02_03_run.bvh", "-o", tmp_path / "a.gif"), ".mp4", tmp_path / "a.gif")
-    assert_one_line_error(studio("animate", MEDIA / "ref_sitting.jpg", MEDIA / "cmu_02_03_run.bvh", "-o", out, "--backend", "champ"), "not available", out)
+    assert_one_line_error(studio("animate", MEDIA / "ref_sitting.jpg", MEDIA / "cmu_02_03_run.bvh", "-o", out, "--backend", "champ"), "no weights folder", out)
     frames = [np.full((120, 160, 3), 90, np.uint8)] * 5
     from studio.media import VideoWriter
 

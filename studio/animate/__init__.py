@@ -48,7 +48,11 @@ class AnimateConfig:
     keep_in_view: bool = True
     """Push the body back and shorten its travel when it would leave the picture."""
     chunk_size: int = 16
-    """Frames rendered (and checkpointed) together."""
+    """Frames rendered (and checkpointed) together by the mesh backend."""
+    steps: int | None = None
+    """Denoising steps of a diffusion backend (None: the pipeline's default)."""
+    seed: int = 0
+    """Seed of a diffusion backend's noise."""
 
 
 @dataclasses.dataclass
@@ -72,11 +76,16 @@ def resolve_backend(name: str, weights: str | None) -> tuple[str, str]:
     pipelines = registered_pipelines()
     root = weights_root(weights)
     if name == "auto":
+        skipped = []
         for pname, cls in pipelines.items():
             if getattr(cls, "can_animate", False):
                 ok, _ = cls.weights_status(root)
-                if ok:
+                if ok and getattr(cls, "needs_gpu", False) and not _has_cuda():
+                    skipped.append(f"{pname} weights found but no CUDA GPU here (it would take hours; ask for --backend {pname} to run it anyway)")
+                elif ok:
                     return pname, f"weights found in {root}"
+        if skipped:
+            return "mesh", "embedded; " + "; ".join(skipped)
         return "mesh", "embedded; no diffusion weights found" + ("" if root else " (no --weights and STUDIO_WEIGHTS is unset)")
     cls = pipelines.get(name)
     if cls is None or not getattr(cls, "can_animate", False):
@@ -85,6 +94,12 @@ def resolve_backend(name: str, weights: str | None) -> tuple[str, str]:
     if not ok:
         raise StudioError(f"the '{name}' backend cannot run: {message}")
     return name, f"weights in {root}"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def load_motion(path: str | Path, body_model: BodyModel, *, on_frames: Callable[[int], None] | None = None) -> tuple[HumanCondition, str]:
@@ -239,8 +254,10 @@ def animate(
     with atomic_path(state_file) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
 
-    # Render chunk by chunk; finished chunks are kept for --resume.
-    chunks = [(s, min(s + config.chunk_size, cond.num_frames)) for s in range(0, cond.num_frames, config.chunk_size)]
+    # Render chunk by chunk; finished chunks are kept for --resume. Diffusion backends denoise the
+    # whole motion at once (their windows overlap) and checkpoint per denoising step instead.
+    chunk = config.chunk_size if backend == "mesh" else cond.num_frames
+    chunks = [(s, min(s + chunk, cond.num_frames)) for s in range(0, cond.num_frames, chunk)]
     done = [i for i, _ in enumerate(chunks) if (partial / f"chunk_{i:05d}.npy").is_file()]
     if done:
         notes.append(f"resumed: {len(done)} of {len(chunks)} chunks were already rendered")
@@ -254,7 +271,10 @@ def animate(
             if path.is_file():
                 continue
             if renderer is None:
-                renderer = _make_renderer(backend, image, ref, body_model, size, background[0].result() if background else None)
+                if backend == "mesh":
+                    renderer = _mesh_renderer(image, ref, body_model, size, background[0].result() if background else None)
+                else:
+                    renderer = PipelineAnimator(backend, config, image, size, body_model, state_dir=partial, on_stage=stage, on_frames=on_frames)
             frames = renderer.render(cond[a:b])
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, frames)
@@ -293,9 +313,51 @@ def _other_model(name: str) -> BodyModel:
     return load_body_model(name)
 
 
-def _make_renderer(backend: str, image: np.ndarray, ref, body_model: BodyModel, size: tuple[int, int], background: np.ndarray | None):
-    if backend != "mesh":  # pragma: no cover - diffusion backends plug in with their issue
-        raise StudioError(f"the '{backend}' backend has no animate path yet")
+class PipelineAnimator:
+    """A registered diffusion pipeline as an animate backend.
+
+    The pipeline class provides ``from_pretrained(weights)`` and ``animate(reference, condition, *, height,
+    width, steps, seed, body_model, checkpoint_dir, callback) -> [T, H, W, 3] uint8``.
+    """
+
+    def __init__(self, backend: str, config: AnimateConfig, image: np.ndarray, size: tuple[int, int], body_model: BodyModel, *, state_dir: Path, on_stage, on_frames):
+        from studio.registry import registered_pipelines, weights_root
+
+        stage = on_stage or (lambda name, total: None)
+        stage(f"loading {backend}", 0)
+        self.pipe = registered_pipelines()[backend].from_pretrained(weights_root(config.weights))
+        self.backend, self.config, self.image, self.size, self.body_model = backend, config, image, size, body_model
+        self.state_dir, self.stage, self.on_frames = state_dir, stage, on_frames
+
+    def render(self, cond: HumanCondition) -> np.ndarray:
+        last: list[int | None] = [None]
+
+        def callback(finished: int, total: int) -> None:  # units of (window, step); a resumed run starts past 0
+            if last[0] is None:
+                self.stage(f"denoising ({self.backend})", total)
+                last[0] = 0
+            if self.on_frames:
+                self.on_frames(finished - last[0])
+            last[0] = finished
+
+        h, w = self.size
+        return self.pipe.animate(
+            self.image, cond, height=h, width=w, steps=self.config.steps, seed=self.config.seed, body_model=self.body_model,
+            checkpoint_dir=self.state_dir, callback=callback,
+        )
+
+    def release(self) -> None:
+        self.pipe = None
+        import gc
+
+        gc.collect()
+        if _has_cuda():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _mesh_renderer(image: np.ndarray, ref, body_model: BodyModel, size: tuple[int, int], background: np.ndarray | None):
     from studio.animate.avatar import AvatarRenderer, build_avatar
 
     avatar = build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=body_model, output_size=size, background=background)

@@ -1,0 +1,419 @@
+"""``ChampPipeline``: a reference image + a HumanCondition -> an animation, with Champ's released weights.
+
+Guidance comes from studio's renderer (depth, normal, semantic and skeleton maps of the condition's
+body, standing in for Champ's depth, normal, semantic_map and dwpose inputs). The video is denoised in
+overlapping windows: at every step each window's prediction is made on the device and the overlaps
+are averaged, while the whole video's latents stay on the CPU, so device memory does not grow with the
+video's length. The output keeps the requested size: the work is done on a canvas padded to multiples
+of 64 pixels (the reference by edge replication, the guidance by moving the camera's principal point)
+and cropped back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from studio.condition import Camera, HumanCondition
+from studio.errors import StudioError
+
+from .weights import (
+    FOLDER_SOURCES,
+    GUIDANCE_TYPES,
+    SOURCE,
+    SUBFOLDERS,
+    ChampModelConfig,
+    find_root,
+    load_champ_files,
+    model_config,
+    weights_status,
+)
+
+if TYPE_CHECKING:  # the networks import diffusers and transformers: only when a pipeline is built
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPVisionModelWithProjection
+
+    from .model import GuidanceEncoder, VideoUNet
+
+logger = logging.getLogger(__name__)
+
+# Champ's guidance input -> the studio map that stands in for it.
+GUIDANCE_MAPS = {"depth": "depth", "normal": "normal", "semantic_map": "semantic", "dwpose": "skeleton"}
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixels(image: torch.Tensor, size: int) -> torch.Tensor:
+    """CLIP's input: the shorter side resized to ``size`` (bicubic), centre-cropped square, normalised.
+
+    Args:
+        image: [B, 3, H, W] in [0, 1].
+    Returns:
+        [B, 3, size, size]
+    """
+    h, w = image.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = torch.nn.functional.interpolate(image, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top : top + size, left : left + size]
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype)[:, None, None]
+    return (x - mean) / std
+
+
+def make_scheduler(**overrides) -> DDIMScheduler:
+    """Champ's sampler: DDIM, v-prediction, zero-terminal-SNR linear betas 0.00085-0.012, trailing spacing."""
+    from diffusers import DDIMScheduler
+
+    settings = dict(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False, steps_offset=1,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+    )
+    return DDIMScheduler(**{**settings, **overrides})
+
+
+@dataclasses.dataclass
+class ChampConfig:
+    """Sampling settings (the defaults are Champ's)."""
+
+    num_inference_steps: int = 20
+    """DDIM steps."""
+    guidance_scale: float = 3.5
+    """Classifier-free guidance on the CLIP image token (1 turns it off)."""
+    context_frames: int = 24
+    """Frames denoised together (at most the motion modules' 32)."""
+    context_overlap: int = 4
+    """Frames shared by neighbouring windows; their predictions are averaged."""
+    seed: int = 0
+    """Seed of the initial noise (drawn on the CPU, so the same on every device)."""
+    decode_batch: int = 8
+    """Frames decoded by the VAE at once."""
+
+
+@dataclasses.dataclass
+class ChampOutput:
+    frames: np.ndarray  # [T, H, W, 3] uint8
+
+
+def context_windows(num_frames: int, size: int, overlap: int) -> list[range]:
+    """Overlapping windows covering all frames; the last one ends at the last frame."""
+    if num_frames <= size:
+        return [range(num_frames)]
+    stride = size - overlap
+    starts = list(range(0, num_frames - size, stride)) + [num_frames - size]
+    return [range(s, s + size) for s in starts]
+
+
+def padded_canvas(height: int, width: int, multiple: int = 64) -> tuple[int, int, int, int]:
+    """(canvas height, canvas width, top, left) of the smallest canvas in multiples that holds the image."""
+    ch, cw = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    return ch, cw, (ch - height) // 2, (cw - width) // 2
+
+
+def shift_camera(camera: Camera, dx: float, dy: float, image_size: tuple[int, int]) -> Camera:
+    """The camera of a canvas whose pixel (dx, dy) is this image's (0, 0): padding (dx, dy > 0) or cropping (< 0)."""
+    K = camera.K.clone()
+    K[:, 0, 2] += dx
+    K[:, 1, 2] += dy
+    return Camera(K=K, extrinsics=camera.extrinsics, image_size=image_size)
+
+
+def render_guidance(condition: HumanCondition, camera: Camera, *, body_model=None) -> np.ndarray:
+    """Champ's four guidance inputs seen through ``camera``: [T, 4 * 3, H, W] uint8 in GUIDANCE_TYPES order."""
+    rendered = dataclasses.replace(condition, camera=camera).render(maps=tuple(GUIDANCE_MAPS.values()), body_model=body_model)
+    planes = []
+    for champ_name in GUIDANCE_TYPES:
+        m = rendered[GUIDANCE_MAPS[champ_name]]
+        planes.append(np.repeat(m[..., None], 3, axis=-1) if m.ndim == 3 else m)  # depth is one channel
+    return np.concatenate(planes, axis=-1).transpose(0, 3, 1, 2)
+
+
+class ChampPipeline:
+    """Champ: human image animation guided by 3D body renders (Zhu et al. 2024), on studio's conditions."""
+
+    name = "champ"
+    can_animate = True
+    needs_gpu = True  # runs on CPU too, but a 20-step video takes hours there
+    required_conditions = ("body", "camera")
+    optional_conditions = ()
+
+    def __init__(
+        self,
+        *,
+        vae: AutoencoderKL,
+        image_encoder: CLIPVisionModelWithProjection,
+        reference_unet,
+        denoising_unet: VideoUNet,
+        guidance_encoders: dict[str, GuidanceEncoder],
+        scheduler: DDIMScheduler,
+    ):
+        self.vae = vae
+        self.image_encoder = image_encoder
+        self.reference_unet = reference_unet
+        self.denoising_unet = denoising_unet
+        self.guidance_encoders = torch.nn.ModuleDict(guidance_encoders)
+        self.scheduler = scheduler
+        from .model import ReferenceBank
+
+        self.reference_bank = ReferenceBank(reference_unet, denoising_unet.unet)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self._offload_hooks: list = []
+        for module in self._modules():
+            module.eval().requires_grad_(False)
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.guidance_encoders]
+
+    # --- weights -------------------------------------------------------------------------------
+
+    @classmethod
+    def weights_status(cls, weights: Path | None) -> tuple[bool, str]:
+        return weights_status(weights)
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ChampPipeline:
+        """Load the official file layout (see ``weights``) strictly.
+
+        Args:
+            device: "cuda" when available, else "cpu" (default).
+            dtype: float16 on CUDA, float32 on CPU (default). The VAE stays float32.
+        """
+        from diffusers import AutoencoderKL
+        from transformers import CLIPVisionModelWithProjection
+
+        from .model import build_networks
+
+        weights = Path(weights)
+        ok, message = weights_status(weights)
+        if not ok:
+            raise StudioError(f"champ: {message}")
+        root = find_root(weights)
+        config = model_config(root)
+        with torch.device("meta"):  # no memory until the weights are assigned
+            reference, denoising, encoders = build_networks(config)
+        load_champ_files(root, reference, denoising, encoders)
+        vae = _load_pretrained(AutoencoderKL, root / SUBFOLDERS["vae"])
+        image_encoder = _load_pretrained(CLIPVisionModelWithProjection, root / SUBFOLDERS["image_encoder"])
+        pipe = cls(vae=vae, image_encoder=image_encoder, reference_unet=reference, denoising_unet=denoising, guidance_encoders=encoders, scheduler=make_scheduler())
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return pipe.to(device, dtype or (torch.float16 if device.type == "cuda" else torch.float32))
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> ChampPipeline:
+        """Move the networks; ``dtype`` applies to all but the VAE, which stays float32."""
+        self.device = torch.device(device)
+        self.dtype = dtype or self.dtype
+        for module in self._modules():
+            # torch's own .to: diffusers' override warns about fp32-kept modules, which these have none of
+            torch.nn.Module.to(module, self.device, dtype=torch.float32 if module is self.vae else self.dtype)
+        return self
+
+    def enable_model_cpu_offload(self) -> ChampPipeline:
+        """Keep each large network on the CPU until it runs (accelerate hooks); needs CUDA."""
+        if not torch.cuda.is_available():
+            raise StudioError("CPU offload needs a CUDA GPU")
+        from accelerate import cpu_offload_with_hook
+
+        gpu = torch.device("cuda")
+        self.guidance_encoders.to(gpu, self.dtype)  # small, and called between every denoising step
+        hook = None
+        for module in (self.image_encoder, self.vae, self.reference_unet, self.denoising_unet):
+            module.to("cpu")
+            _, hook = cpu_offload_with_hook(module, gpu, prev_module_hook=hook)
+            self._offload_hooks.append(hook)
+        self.device = gpu
+        return self
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    def check_inputs(self, reference: np.ndarray, condition: HumanCondition, height: int, width: int, config: ChampConfig) -> None:
+        if not isinstance(reference, np.ndarray) or reference.dtype != np.uint8 or reference.ndim != 3 or reference.shape[2] != 3:
+            raise ValueError("the reference must be an [H, W, 3] uint8 RGB image")
+        if not isinstance(condition, HumanCondition):
+            raise ValueError(f"champ needs a HumanCondition with {', '.join(self.required_conditions)}; got {type(condition).__name__}")
+        if condition.num_frames < 1:
+            raise ValueError("the condition has no frames")
+        if height < 8 or width < 8:
+            raise ValueError(f"output size must be at least 8x8, got {height}x{width}")
+        motion = self.denoising_unet.motion_config
+        max_frames = motion.max_frames if motion is not None else 1
+        if not 1 <= config.context_frames <= max_frames:
+            raise ValueError(f"context_frames must be 1-{max_frames} (the motion modules' length), got {config.context_frames}")
+        if not 0 <= config.context_overlap < config.context_frames:
+            raise ValueError(f"context_overlap must be 0-{config.context_frames - 1}, got {config.context_overlap}")
+        if config.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {config.num_inference_steps}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        reference: np.ndarray,
+        condition: HumanCondition,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        config: ChampConfig | None = None,
+        body_model=None,
+        checkpoint_dir: str | Path | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> ChampOutput:
+        """Animate ``reference`` with the motion in ``condition``.
+
+        Args:
+            reference: the person to animate [H0, W0, 3] uint8; resized to the output size.
+            condition: T frames of body and camera; the output has T frames.
+            height, width: output size (default: the condition's image size).
+            body_model: the body model to render ``condition`` with (default: loaded by name).
+            checkpoint_dir: if given, the latents are saved there after every step, and a run with the
+                same inputs continues from the last saved step.
+            callback: called with (units done, total units); a unit is one window at one step.
+        Returns:
+            ``ChampOutput.frames`` [T, height, width, 3] uint8.
+        """
+        config = config or ChampConfig()
+        height, width = height or condition.camera.image_size[0], width or condition.camera.image_size[1]
+        self.check_inputs(reference, condition, height, width, config)
+        import cv2
+
+        canvas = padded_canvas(height, width)
+        ch, cw, top, left = canvas
+        ref = cv2.resize(reference, (width, height), interpolation=cv2.INTER_AREA if reference.shape[0] > height else cv2.INTER_LINEAR)
+        ref = cv2.copyMakeBorder(ref, top, ch - height - top, left, cw - width - left, cv2.BORDER_REPLICATE)
+        camera = shift_camera(condition.camera.resized((height, width)), left, top, (ch, cw))
+        maps = render_guidance(condition, camera, body_model=body_model)
+        num_frames = condition.num_frames
+        windows = context_windows(num_frames, config.context_frames, config.context_overlap)
+        use_cfg = config.guidance_scale > 1.0
+
+        # The reference: its CLIP token and its attention features, computed once.
+        from .model import encode_guidance
+
+        pixels = clip_pixels(torch.from_numpy(reference).permute(2, 0, 1)[None].float() / 255.0, self.image_encoder.config.image_size)
+        pixels = pixels.to(self.device, self.dtype)
+        token = self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)  # [1, 1, D]
+        tokens = torch.cat([torch.zeros_like(token), token]) if use_cfg else token
+        ref_pixels = torch.from_numpy(ref).to(self.device, torch.float32).permute(2, 0, 1)[None] / 127.5 - 1.0
+        scale = self.vae.config.scaling_factor
+        ref_latent = (self.vae.encode(ref_pixels).latent_dist.mean * scale).to(self.dtype)
+        self.reference_bank.clear()
+        self.reference_unet(ref_latent.repeat(len(tokens), 1, 1, 1), torch.zeros(len(tokens), device=self.device), tokens, return_dict=False)
+
+        # Latents of the whole video on the CPU; windows go to the device one at a time.
+        self.scheduler.set_timesteps(config.num_inference_steps)
+        latent_shape = (1, self.vae.config.latent_channels, num_frames, ch // 8, cw // 8)
+        generator = torch.Generator("cpu").manual_seed(config.seed)
+        latents = torch.randn(latent_shape, generator=generator) * self.scheduler.init_noise_sigma
+        start, state_file = 0, None
+        if checkpoint_dir is not None:
+            state_file = Path(checkpoint_dir) / "champ_latents.pt"
+            start, latents = _resume(state_file, latents, config)
+        total = config.num_inference_steps * len(windows)
+        for step in range(start, config.num_inference_steps):
+            t = self.scheduler.timesteps[step]
+            prediction = torch.zeros_like(latents)
+            counts = torch.zeros(num_frames)
+            for w, window in enumerate(windows):
+                frames = list(window)
+                x = latents[:, :, frames].to(self.device, self.dtype)
+                window_maps = torch.from_numpy(maps[frames]).to(self.device, self.dtype).div(255.0).transpose(0, 1)[None]
+                guidance = encode_guidance(self.guidance_encoders, window_maps, GUIDANCE_TYPES)  # [1, C0, F, h, w]
+                if use_cfg:
+                    x, guidance = torch.cat([x, x]), torch.cat([guidance, guidance])
+                out = self.denoising_unet(self.scheduler.scale_model_input(x, t), t, tokens, guidance=guidance)
+                if use_cfg:
+                    uncond, cond = out.chunk(2)
+                    out = uncond + config.guidance_scale * (cond - uncond)
+                prediction[:, :, frames] += out.float().cpu()
+                counts[frames] += 1
+                if callback:
+                    callback(step * len(windows) + w + 1, total)
+            prediction /= counts[None, None, :, None, None]
+            latents = self.scheduler.step(prediction, t, latents).prev_sample
+            if state_file is not None:
+                _save_state(state_file, latents, step + 1, config)
+        self.reference_bank.clear()
+        for hook in self._offload_hooks:
+            hook.offload()
+
+        # Decode in batches and crop back to the requested size.
+        frames = np.empty((num_frames, height, width, 3), np.uint8)
+        for a in range(0, num_frames, config.decode_batch):
+            z = latents[0, :, a : a + config.decode_batch].transpose(0, 1).to(self.device, torch.float32) / scale
+            images = self.vae.decode(z).sample.clamp(-1, 1)
+            images = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            frames[a : a + len(images)] = images[:, top : top + height, left : left + width]
+        return ChampOutput(frames=frames)
+
+
+    def animate(
+        self,
+        reference: np.ndarray,
+        condition: HumanCondition,
+        *,
+        height: int,
+        width: int,
+        steps: int | None = None,
+        seed: int = 0,
+        body_model=None,
+        checkpoint_dir: str | Path | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """``studio animate``'s entry: Champ's default settings with the given steps and seed -> [T, H, W, 3] uint8."""
+        config = ChampConfig(seed=seed) if steps is None else ChampConfig(num_inference_steps=steps, seed=seed)
+        motion = self.denoising_unet.motion_config
+        if motion is not None and config.context_frames > motion.max_frames:  # models trained with shorter windows
+            config.context_frames = motion.max_frames
+            config.context_overlap = min(config.context_overlap, config.context_frames // 2)
+        return self(reference, condition, height=height, width=width, config=config, body_model=body_model, checkpoint_dir=checkpoint_dir, callback=callback).frames
+
+
+def _state_settings(config: ChampConfig) -> dict:
+    return {"steps": config.num_inference_steps, "seed": config.seed, "scale": config.guidance_scale, "context": [config.context_frames, config.context_overlap]}
+
+
+def _save_state(path: Path, latents: torch.Tensor, step: int, config: ChampConfig) -> None:
+    from studio.media import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"latents": latents, "step": step, "settings": _state_settings(config)}, tmp)
+
+
+def _resume(path: Path, latents: torch.Tensor, config: ChampConfig) -> tuple[int, torch.Tensor]:
+    """(first step to run, latents) from a saved state of the same run, else (0, the fresh latents)."""
+    if not path.is_file():
+        return 0, latents
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        logger.warning("%s is unreadable; starting the denoising over", path)
+        return 0, latents
+    if state.get("settings") != _state_settings(config) or tuple(state["latents"].shape) != tuple(latents.shape):
+        return 0, latents
+    logger.info("resuming champ at step %d of %d", state["step"], config.num_inference_steps)
+    return int(state["step"]), state["latents"]
+
+
+def _load_pretrained(cls, folder: Path):
+    """A diffusers/transformers model from a local folder, quietly (no download, no progress bars)."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudioError(f"{folder}: cannot load {cls.__name__} ({first}); it comes from {FOLDER_SOURCES.get(folder.name, SOURCE)}") from exc
+
+
+__all__ = ["ChampConfig", "ChampModelConfig", "ChampOutput", "ChampPipeline", "GUIDANCE_MAPS", "context_windows", "make_scheduler", "render_guidance", "shift_camera"]
