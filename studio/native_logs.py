@@ -21,8 +21,13 @@ _NOISE = re.compile(
 _installed = False
 
 
-def filter_native_stderr() -> None:
-    """Install the filter (once per process). Only for command-line entry points."""
+def filter_native_stderr(*, keep_python_stderr: bool = False) -> None:
+    """Install the filter (once per process), for command-line entry points and notebooks.
+
+    Args:
+        keep_python_stderr: leave ``sys.stderr`` as it is (in a Jupyter kernel it already goes to the
+            notebook); otherwise it is pointed at the real terminal, past the filter.
+    """
     global _installed
     if _installed:
         return
@@ -32,7 +37,8 @@ def filter_native_stderr() -> None:
     except OSError:  # no usable descriptor 2: nothing to filter
         return
     sys.stderr.flush()
-    sys.stderr = os.fdopen(os.dup(original), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    if not keep_python_stderr:
+        sys.stderr = os.fdopen(os.dup(original), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
     os.dup2(write_end, 2)
     os.close(write_end)
 
