@@ -44,7 +44,7 @@ from studio.errors import StudioError
 from .model import GuidanceEncoder, ReferenceBank, VideoUNet, build_networks, encode_guidance
 from .pipeline import clip_pixels, render_guidance, shift_camera
 from .config import GUIDANCE_TYPES, ChampModelConfig
-from .weights import SUBFOLDERS, load_champ_files, model_config, save_checkpoints
+from .weights import SUBFOLDERS, checkpoint_file, find_root, load_champ_files, model_config, save_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -249,10 +249,10 @@ class ClipDataset(torch.utils.data.Dataset):
 
 def load_networks(weights: Path, init: Path | None, stage: int) -> tuple[ChampTrainingModel, ChampModelConfig]:
     """The trainable networks from a previous stage (``init``), Champ's release, or SD 1.5's UNet."""
-    source = init or weights
+    source = find_root(init or weights)
     config = model_config(source)
     champ_files = (source / "champ").is_dir()
-    has_motion = champ_files and any((source / "champ" / f"motion_module{x}").is_file() for x in (".safetensors", ".pth"))
+    has_motion = champ_files and checkpoint_file(source / "champ", "motion_module") is not None
     with torch.device("meta") if champ_files else torch.device("cpu"):
         reference, denoising, encoders = build_networks(config, motion=has_motion)
     if champ_files:

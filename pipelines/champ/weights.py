@@ -47,12 +47,13 @@ CONFIG_FILE = "model_config.json"
 def find_root(weights: Path) -> Path:
     """The folder holding ``champ/``: ``weights`` itself or ``weights/champ`` (a multi-pipeline root)."""
     nested = weights / "champ"
-    if not any(_checkpoint_file(weights / "champ", name) for name in CHECKPOINTS) and (nested / "champ").is_dir():
+    if not any(checkpoint_file(weights / "champ", name) for name in CHECKPOINTS) and (nested / "champ").is_dir():
         return nested
     return weights
 
 
-def _checkpoint_file(folder: Path, stem: str) -> Path | None:
+def checkpoint_file(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.safetensors``, else ``folder/stem.pth``, else None."""
     for suffix in (".safetensors", ".pth"):
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
@@ -62,7 +63,7 @@ def _checkpoint_file(folder: Path, stem: str) -> Path | None:
 def missing_files(weights: Path) -> list[str]:
     """What the layout lacks, as paths relative to the root (empty when complete)."""
     root = find_root(weights)
-    missing = [f"champ/{name}.pth" for name in CHECKPOINTS if _checkpoint_file(root / "champ", name) is None]
+    missing = [f"champ/{name}.pth" for name in CHECKPOINTS if checkpoint_file(root / "champ", name) is None]
     missing += [f"{sub}/config.json" for sub in SUBFOLDERS.values() if not (root / sub / "config.json").is_file()]
     return missing
 
@@ -139,7 +140,7 @@ def model_config(root: Path) -> ChampModelConfig:
 
 
 def checkpoint_path(root: Path, stem: str) -> Path:
-    path = _checkpoint_file(root / "champ", stem)
+    path = checkpoint_file(root / "champ", stem)
     if path is None:
         raise StudioError(f"{root / 'champ' / (stem + '.pth')}: missing (from {SOURCE})")
     return path
