@@ -1,0 +1,315 @@
+"""studio's web demo (Gradio 6): Pose, Animate and Render, plus what the pipeline registry holds.
+
+    .venv/bin/python gradio_app.py      # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (default 127.0.0.1:7860)
+
+The app only calls studio's public API. Jobs run one at a time through the queue; each browser
+session writes into its own temporary folder, removed when the session ends. Only files uploaded
+through the page (or the bundled examples) are ever opened: a path sent by a client is refused unless
+it lies in Gradio's upload folder or in assets/.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from studio.errors import StudioError
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+MEDIA = ASSETS / "media"
+WORK = Path(tempfile.gettempdir()) / "studio-gradio"  # one subfolder per browser session
+UPLOADS = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
+MAX_FILE_SIZE = "100mb"
+MAX_SECONDS = 20.0  # longest video or motion the demo takes (the CLI has no limit)
+MAX_QUEUE = 8
+MAX_SIZE = 768
+
+logger = logging.getLogger("studio.gradio")
+
+
+# --- plumbing: errors, progress, paths, sessions --------------------------------------------------
+
+
+def one_line_errors(fn):
+    """Show StudioError (and anything unexpected) as one readable message in the page, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except StudioError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # a bug: keep the traceback in the server log only
+            logger.exception("internal error")
+            raise gr.Error(f"internal error: {type(exc).__name__}: {exc}", print_exception=False) from None
+
+    return wrapper
+
+
+def uploaded(path: str | None, what: str) -> Path:
+    """A file the page sent: it must exist and lie in Gradio's upload folder or the bundled assets."""
+    if not path:
+        raise StudioError(f"add {what} first")
+    p = Path(path).resolve()
+    if not any(p.is_relative_to(base.resolve()) for base in (UPLOADS, ASSETS)):
+        raise StudioError(f"{what}: only files uploaded through this page can be used")
+    if not p.is_file():
+        raise StudioError(f"{what}: the upload is gone; add it again")
+    return p
+
+
+def check_length(path: Path) -> None:
+    """Refuse videos longer than MAX_SECONDS before any work starts."""
+    from studio.media import VIDEO_SUFFIXES, video_info
+
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        info = video_info(path)
+        seconds = info.num_frames / info.fps if info.fps else 0.0
+        if seconds > MAX_SECONDS + 0.5:
+            raise StudioError(f"the video is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
+
+
+def check_motion_length(condition) -> None:
+    seconds = condition.num_frames / condition.fps
+    if seconds > MAX_SECONDS + 0.5:
+        raise StudioError(f"the motion is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
+
+
+def session_folder(request: gr.Request) -> Path:
+    folder = WORK / (request.session_hash or "anonymous")
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder))  # one folder per job, inside the session's
+
+
+def end_session(request: gr.Request) -> None:
+    shutil.rmtree(WORK / (request.session_hash or "anonymous"), ignore_errors=True)
+
+
+class Tracker:
+    """studio's (stage, frames) callbacks shown on a gr.Progress bar."""
+
+    def __init__(self, progress: gr.Progress):
+        self.progress, self.name, self.total, self.done = progress, "", 0, 0
+
+    def stage(self, name: str, total: int) -> None:
+        self.name, self.total, self.done = name, total, 0
+        self.progress((0, total) if total else None, desc=name)
+
+    def frames(self, n: int) -> None:
+        self.done += n
+        self.progress((min(self.done, self.total), self.total) if self.total else None, desc=self.name)
+
+
+@functools.cache
+def body_model():
+    from studio.body import load_body_model
+
+    return load_body_model("anny")
+
+
+def available_backends() -> list[str]:
+    """mesh, plus registered animation pipelines whose weights are found and that can run here."""
+    import torch
+
+    from studio.registry import registered_pipelines, weights_root
+
+    names = ["mesh"]
+    for name, cls in registered_pipelines().items():
+        if getattr(cls, "can_animate", False) and cls.weights_status(weights_root())[0]:
+            if not getattr(cls, "needs_gpu", False) or torch.cuda.is_available():
+                names.append(name)
+    return names
+
+
+def pipelines_table() -> str:
+    """A Markdown table of the registry: what each pipeline is and whether it can run here."""
+    from studio.registry import registered_pipelines, weights_root
+
+    rows = ["| pipeline | what it does | weights |", "|---|---|---|"]
+    for name, cls in registered_pipelines().items():
+        ok, message = cls.weights_status(weights_root())
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append(f"| `{name}` | {summary} | {'found' if ok else 'missing'}: {message.replace('|', '/')} |")
+    if len(rows) == 2:
+        rows.append("| (none registered) | | |")
+    return "\n".join(rows)
+
+
+# --- the jobs ----------------------------------------------------------------------------------
+
+
+@one_line_errors
+def run_pose(media: str | None, hands: bool, request: gr.Request, progress=gr.Progress()):
+    """An image or video -> (preview image, preview video, guidance maps, motion.npz)."""
+    from studio.fit import pose_file
+    from studio.media import IMAGE_SUFFIXES
+
+    path = uploaded(media, "an image or a video")
+    check_length(path)
+    is_image = path.suffix.lower() in IMAGE_SUFFIXES
+    out = session_folder(request)
+    preview = out / ("preview.png" if is_image else "preview.mp4")
+    tracker = Tracker(progress)
+    tracker.stage("estimating and fitting the body", 1 if is_image else 0)
+    result = pose_file(path, body_model=body_model(), hands=hands, preview=preview, on_frames=tracker.frames)
+    motion = result.condition.save(out / "motion.npz", body_model=body_model())
+    maps = result.condition[0].render(("depth", "normal", "semantic", "skeleton"), size=512, body_model=body_model())
+    gallery = [(m[0], name) for name, m in maps.items()]
+    notes = []
+    if result.num_people > 1:
+        notes.append(f"{result.num_people} people in view; followed the largest")
+    if result.missing_frames:
+        notes.append(f"no person in {result.missing_frames} frames (filled)")
+    summary = f"{result.condition.num_frames} frame(s) fitted" + (f"; {'; '.join(notes)}" if notes else "")
+    return (
+        gr.update(value=str(preview) if is_image else None, visible=is_image),
+        gr.update(value=None if is_image else str(preview), visible=not is_image),
+        gallery,
+        str(motion),
+        summary,
+    )
+
+
+@one_line_errors
+def run_animate(reference: str | None, motion: str | None, backend: str, size: int, request: gr.Request, progress=gr.Progress()):
+    """A reference image + a motion (video, BVH or motion .npz) -> (video, side-by-side video, notes)."""
+    from studio.animate import AnimateConfig, animate
+
+    ref = uploaded(reference, "a reference image")
+    mot = uploaded(motion, "a motion (a video, a .bvh or a motion .npz)")
+    check_length(mot)
+    if backend not in available_backends():
+        raise StudioError(f"the '{backend}' backend cannot run here")
+    out = session_folder(request)
+    tracker = Tracker(progress)
+    config = AnimateConfig(backend=backend, size=int(min(max(size, 128), MAX_SIZE)))
+    result = animate(
+        ref, mot, out / "animation.mp4", config=config, body_model=body_model(), side_by_side=out / "side_by_side.mp4",
+        on_stage=tracker.stage, on_frames=tracker.frames,
+    )
+    notes = "\n".join(f"- {n}" for n in result.notes)
+    return str(result.output), str(out / "side_by_side.mp4"), f"{result.num_frames} frames at {result.fps:g} fps\n{notes}"
+
+
+@one_line_errors
+def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
+    """A motion (.npz or .bvh) -> (maps video, first-frame maps)."""
+    from studio.condition import HumanCondition
+    from studio.media import VideoWriter
+    from studio.motion import import_motion
+    from studio.render import iter_map_video_frames
+
+    path = uploaded(motion, "a motion (.npz or .bvh)")
+    if path.suffix.lower() == ".bvh":
+        condition = import_motion(path, body_model(), fps=30.0)
+    elif path.suffix.lower() == ".npz":
+        condition = HumanCondition.load(path)
+        if condition.body_model != "anny":
+            raise StudioError(f"this demo renders Anny motions; this one is for '{condition.body_model}' (use the CLI)")
+    else:
+        raise StudioError(f"{path.name}: give a motion .npz (from studio pose or studio motion import) or a .bvh")
+    check_motion_length(condition)
+    out = session_folder(request)
+    maps = ("depth", "normal", "semantic", "skeleton")
+    tracker = Tracker(progress)
+    tracker.stage("rendering the guidance maps", condition.num_frames)
+    with VideoWriter(out / "maps.mp4", fps=condition.fps) as writer:
+        for frame in iter_map_video_frames(condition, maps, size=384, body_model=body_model()):
+            writer.write(frame)
+            tracker.frames(1)
+    first = condition[0].render(maps, size=512, body_model=body_model())
+    return str(out / "maps.mp4"), [(first[m][0], m) for m in maps]
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="studio", delete_cache=(3600, 3600), analytics_enabled=False) as app:
+        gr.Markdown(
+            "# studio\nHuman animation from a photo, body guidance from images, videos and mocap: on a CPU, offline. "
+            f"Videos and motions up to {MAX_SECONDS:.0f} s; uploads up to {MAX_FILE_SIZE}."
+        )
+        with gr.Tab("Animate"):
+            with gr.Row():
+                with gr.Column():
+                    reference = gr.Image(label="reference (one person, full body works best)", type="filepath", sources=["upload"], height=320)
+                    motion = gr.File(label="motion: a video, a .bvh or a motion .npz", file_types=[".mp4", ".mov", ".webm", ".mkv", ".avi", ".bvh", ".npz"])
+                    backends = available_backends()
+                    backend = gr.Dropdown(backends, value=backends[-1], label="backend (only those that can run here)")
+                    size = gr.Slider(128, MAX_SIZE, value=512, step=64, label="longer side (pixels)")
+                    animate_button = gr.Button("Animate", variant="primary", elem_id="animate-button")
+                with gr.Column():
+                    result = gr.Video(label="animation", elem_id="animation-video", autoplay=True, loop=True)
+                    side_by_side = gr.Video(label="reference | motion | guidance | result", loop=True)
+                    animate_notes = gr.Markdown(elem_id="animate-notes")
+            gr.Examples(
+                examples=[[str(MEDIA / "ref_sitting.jpg"), str(MEDIA / "motion_dribble.mp4")], [str(MEDIA / "ref_sitting.jpg"), str(MEDIA / "cmu_02_03_run.bvh")]],
+                inputs=[reference, motion],
+                label="examples (one click fills the inputs)",
+            )
+            animate_button.click(run_animate, [reference, motion, backend, size], [result, side_by_side, animate_notes])
+
+        with gr.Tab("Pose"):
+            with gr.Row():
+                with gr.Column():
+                    media = gr.File(label="an image or a video of a person", file_types=["image", "video"])
+                    hands = gr.Checkbox(value=True, label="hands and face")
+                    pose_button = gr.Button("Estimate and fit", variant="primary")
+                with gr.Column():
+                    preview_image = gr.Image(label="fitted body", visible=True)
+                    preview_video = gr.Video(label="fitted body", visible=False)
+                    pose_maps = gr.Gallery(label="guidance maps (first frame)", columns=4, height=240)
+                    pose_download = gr.File(label="motion.npz (for studio animate / render)")
+                    pose_notes = gr.Markdown()
+            gr.Examples(examples=[[str(MEDIA / "ref_sitting.jpg")], [str(MEDIA / "motion_dribble.mp4")]], inputs=[media], label="examples")
+            pose_button.click(run_pose, [media, hands], [preview_image, preview_video, pose_maps, pose_download, pose_notes])
+
+        with gr.Tab("Render"):
+            with gr.Row():
+                with gr.Column():
+                    render_motion = gr.File(label="a motion: .npz or .bvh", file_types=[".npz", ".bvh"])
+                    render_button = gr.Button("Render guidance maps", variant="primary")
+                with gr.Column():
+                    maps_video = gr.Video(label="depth | normal | semantic | skeleton", loop=True)
+                    maps_gallery = gr.Gallery(label="first frame", columns=4, height=240)
+            gr.Examples(examples=[[str(MEDIA / "cmu_02_03_run.bvh")], [str(ASSETS / "motions" / "walk.npz")]], inputs=[render_motion], label="examples")
+            render_button.click(run_render, [render_motion], [maps_video, maps_gallery])
+
+        with gr.Tab("Pipelines"):
+            gr.Markdown(
+                "Generation pipelines registered with studio (the `studio.pipelines` entry points). Put their weights in a folder and "
+                "set `STUDIO_WEIGHTS` before starting the app; the Animate tab then offers those that can run here.\n\n" + pipelines_table()
+            )
+        app.unload(end_session)
+    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
+    return app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from studio.native_logs import filter_native_stderr
+
+    filter_native_stderr()
+    WORK.mkdir(parents=True, exist_ok=True)
+    app = build_app()
+    app.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=MAX_FILE_SIZE,
+        allowed_paths=[str(ASSETS)],
+        show_error=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The Gradio demo: its jobs called directly, then the whole page in a real (headless) chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from conftest import ASSETS, ROOT
+
+sys.path.insert(0, str(ROOT))
+import gradio_app  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def request(name: str = "test-session"):
+    return types.SimpleNamespace(session_hash=name)
+
+
+def no_progress(*args, **kwargs) -> None:
+    return None
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(gradio_app, "WORK", tmp_path / "work")
+    return tmp_path / "work"
+
+
+def test_paths_that_were_not_uploaded_are_refused(tmp_path, work):
+    outside = tmp_path / "secret.bvh"
+    outside.write_text("HIERARCHY")
+    with pytest.raises(gr.Error, match="only files uploaded through this page"):
+        gradio_app.run_render(str(outside), request(), progress=no_progress)
+    with pytest.raises(gr.Error, match="add a motion"):
+        gradio_app.run_render(None, request(), progress=no_progress)
+    with pytest.raises(gr.Error, match="add a reference image first"):
+        gradio_app.run_animate(None, None, "mesh", 512, request(), progress=no_progress)
+
+
+def test_long_videos_are_refused_before_any_work(tmp_path, work, monkeypatch):
+    from studio.media import VideoWriter
+
+    monkeypatch.setattr(gradio_app, "UPLOADS", tmp_path)
+    video = tmp_path / "long.mp4"
+    with VideoWriter(video, fps=5) as writer:
+        for _ in range(int(5 * (gradio_app.MAX_SECONDS + 5))):
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(gr.Error, match=r"the video is 25 s long; this demo takes up to 20 s"):
+        gradio_app.run_pose(str(video), False, request(), progress=no_progress)
+    assert not list(work.rglob("*.npz"))
+
+
+def test_render_job(work):
+    video, gallery = gradio_app.run_render(str(ASSETS / "media" / "cmu_02_03_run.bvh"), request(), progress=no_progress)
+    assert Path(video).is_file() and Path(video).is_relative_to(work / "test-session")
+    assert [name for _, name in gallery] == ["depth", "normal", "semantic", "skeleton"]
+    assert gallery[1][0].shape[2] == 3 and gallery[1][0].max() > 0
+
+
+def test_pose_job_on_an_image(work):
+    from studio.condition import HumanCondition
+
+    image, video, gallery, motion, summary = gradio_app.run_pose(str(ASSETS / "media" / "ref_sitting.jpg"), True, request(), progress=no_progress)
+    assert image["visible"] and not video["visible"] and Path(image["value"]).is_file()
+    assert HumanCondition.load(motion).num_frames == 1 and summary.startswith("1 frame(s) fitted")
+    assert len(gallery) == 4
+    gradio_app.end_session(request())
+    assert not (work / "test-session").exists()
+
+
+def test_backends_and_pipelines_come_from_the_registry():
+    assert gradio_app.available_backends()[0] == "mesh"
+    assert "| `champ` |" in gradio_app.pipelines_table()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(tmp_path):
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("STUDIO_WEIGHTS", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "gradio_app.py")], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the app did not start: {(tmp_path / 'server.log').read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield url, tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it with apt where it can)")
+def test_animate_example_in_a_real_browser(served_app):
+    """A person's path through the page: an error for a missing input, one click on an example, Animate, the video."""
+    from playwright.sync_api import sync_playwright
+
+    url, tmp = served_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("#animate-button", timeout=60_000)
+
+        page.click("#animate-button")  # nothing uploaded yet: one readable message, no traceback
+        page.get_by_text("add a reference image first").first.wait_for(timeout=30_000)
+        assert "Traceback" not in page.content()
+
+        page.get_by_text("motion_dribble.mp4").first.click()  # the example fills both inputs
+        page.get_by_text("231.3 KB").first.wait_for(timeout=30_000)
+        page.click("#animate-button")
+        page.wait_for_selector("#animation-video video[src]", timeout=300_000)
+        assert "40 frames at 12 fps" in page.inner_text("#animate-notes")
+        sessions = tmp / "studio-gradio"
+        assert len(list(sessions.iterdir())) == 1  # this page's session folder
+        shot = tmp / "animate.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000
+        src = page.get_attribute("#animation-video video", "src")
+        with urllib.request.urlopen(src if src.startswith("http") else url.rstrip("/") + src) as response:
+            assert response.read(12)[4:8] == b"ftyp"  # an mp4 comes back
+        browser.close()
+    deadline = time.time() + 20
+    while sessions.exists() and any(sessions.iterdir()) and time.time() < deadline:
+        time.sleep(0.5)  # the page's unload event removes the session's folder
+    assert not any(sessions.iterdir())
