@@ -158,8 +158,10 @@ def run_pose(media: str | None, hands: bool, request: gr.Request, progress=gr.Pr
     is_image = path.suffix.lower() in IMAGE_SUFFIXES
     out = session_folder(request)
     preview = out / ("preview.png" if is_image else "preview.mp4")
+    from studio.media import video_info
+
     tracker = Tracker(progress)
-    tracker.stage("estimating and fitting the body", 1 if is_image else 0)
+    tracker.stage("estimating and fitting the body", 1 if is_image else video_info(path).num_frames)
     result = pose_file(path, body_model=body_model(), hands=hands, preview=preview, on_frames=tracker.frames)
     motion = result.condition.save(out / "motion.npz", body_model=body_model())
     maps = result.condition[0].render(("depth", "normal", "semantic", "skeleton"), size=512, body_model=body_model())

@@ -56,6 +56,33 @@ def test_transfer_keeps_the_reference_shape_and_camera_and_the_motion_rotations(
     assert placement["scale"] > 0
 
 
+def test_a_photo_cut_above_the_feet_keeps_its_framing(anny, run):
+    """A standing person framed from the thighs up (feet out of the picture) is not pushed far back
+    to show the legs: what the photo shows stays in view, the legs may leave through the bottom."""
+    import dataclasses
+
+    from studio.condition import Camera, HumanCondition
+
+    standing = HumanCondition.load(ASSETS / "motions" / "walk.npz")[0]
+    cam = standing.camera
+    joints = standing.posed(anny).joints
+    neck = project(world_to_camera(joints, cam.extrinsics), cam.K)[0, JOINT_INDEX["neck"]]
+    K = cam.K.clone()  # zoom 2.5x about the neck, which lands at 25% of the height
+    K[:, :2, :2] *= 2.5
+    h, w = cam.image_size
+    K[:, 0, 2] = 2.5 * (K[0, 0, 2] - neck[0]) + w / 2
+    K[:, 1, 2] = 2.5 * (K[0, 1, 2] - neck[1]) + 0.25 * h
+    portrait = dataclasses.replace(standing, camera=Camera(K=K, extrinsics=cam.extrinsics, image_size=cam.image_size))
+    feet_uv = project(world_to_camera(joints, portrait.camera.extrinsics), portrait.camera.K)[0, FEET]
+    assert (feet_uv[:, 1] > h).all()  # the photo does not show the feet
+    cond, placement = transfer_motion(run, portrait, motion_model=anny, reference_model=anny)
+    assert placement["depth_factor"] < 3.0  # pushing back far enough to show the legs would need ~4x
+    uv = project(world_to_camera(cond.posed(anny).joints, cond.camera.extrinsics), cond.camera.K)
+    head = uv[:, JOINT_INDEX["head"]]
+    assert ((head[:, 0] >= 0) & (head[:, 0] <= w) & (head[:, 1] >= 0) & (head[:, 1] <= h)).all()
+    assert (uv[:, FEET, 1] > h).any()  # and the feet do leave through the bottom edge at times
+
+
 def test_transfer_without_keep_in_view_keeps_the_whole_path(anny, reference, run):
     _, ref = reference
     cond, placement = transfer_motion(run, ref.condition, motion_model=anny, reference_model=anny, keep_in_view=False)

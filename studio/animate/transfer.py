@@ -93,44 +93,69 @@ def transfer_motion(
     centre = -camera.extrinsics[0, :3, :3].T @ camera.extrinsics[0, :3, 3]  # the camera's position, world
     contact = placed[0, _FEET].min(0).values - placed[0, JOINT_INDEX["pelvis"]] + start  # a point on the ground
     contact[1] = ground
-    depth_factor, path_factor = _keep_in_view(placed, start, path, camera, centre, contact) if keep_in_view else (1.0, 1.0)
-    pelvis = _pelvis_path(start, path, centre, contact, depth_factor, path_factor)
+    # Only what the reference photo shows has to stay in the picture: a person photographed from the
+    # waist up keeps that framing, legs out of view, rather than being pushed far back.
+    shown = _inside(r_joints, camera)
+    # Pushing back keeps one point of the picture fixed: where the feet touch the ground, or, when
+    # the photo does not show the feet (that point would lie outside it), the pelvis or else the middle
+    # of what it shows.
+    feet_shown = bool(shown[_FEET].any())
+    anchor = contact if feet_shown or not bool(shown.any()) else start if bool(shown[JOINT_INDEX["pelvis"]]) else r_joints[shown].mean(0)
+    depth_factor, path_factor = _keep_in_view(placed, start, path, camera, centre, anchor, shown, open_bottom=not feet_shown) if keep_in_view else (1.0, 1.0)
+    pelvis = _pelvis_path(start, path, centre, anchor, depth_factor, path_factor)
     body["transl"] = pelvis - placed[:, JOINT_INDEX["pelvis"]]
     cond = HumanCondition(body_model=reference_model.name, body=body, camera=camera, fps=motion.fps)
     return cond, {"depth_factor": depth_factor, "path_factor": path_factor, "scale": scale}
 
 
-def _pelvis_path(start, path, centre, contact, depth_factor: float, path_factor: float) -> torch.Tensor:
+def _pelvis_path(start, path, centre, anchor, depth_factor: float, path_factor: float) -> torch.Tensor:
     """Pelvis positions [T, 3]: the start pushed back ``depth_factor`` times as far from the camera
-    along the ray through the ground contact point (so the feet stay where the reference's were in
-    the picture, on a ground that may not be level), plus ``path_factor`` of the sideways travel."""
-    shift = centre + depth_factor * (contact - centre) - contact
+    along the ray through ``anchor`` (the ground contact point, so the feet stay where the reference's
+    were in the picture, on a ground that may not be level), plus ``path_factor`` of the sideways travel."""
+    shift = centre + depth_factor * (anchor - centre) - anchor
     travel = path.clone()
     travel[:, [0, 2]] *= path_factor
     return start + shift + travel
 
 
-def _keep_in_view(placed, start, path, camera, centre, contact, *, margin: float = 0.04, min_height: float = 0.35) -> tuple[float, float]:
+MARGIN = 0.04  # of the picture's size, kept clear around the body
+
+
+def _inside(joints: torch.Tensor, camera, *, margin: float = MARGIN) -> torch.Tensor:
+    """Which joints [J, 3] (world) the camera's first frame shows, ``margin`` inside the picture: [J] bool."""
+    from studio.condition import project, world_to_camera
+
+    h, w = camera.image_size
+    cam = world_to_camera(joints[None], camera.extrinsics[:1])[0]
+    uv = project(cam[None], camera.K[:1])[0]
+    return (cam[:, 2] > 0.1) & (uv[:, 0] >= margin * w) & (uv[:, 0] <= (1 - margin) * w) & (uv[:, 1] >= margin * h) & (uv[:, 1] <= (1 - margin) * h)
+
+
+def _keep_in_view(
+    placed, start, path, camera, centre, anchor, shown, *, open_bottom: bool = False, margin: float = MARGIN, min_height: float = 0.35
+) -> tuple[float, float]:
     """How far to push the body back (x distance) and how much of its sideways travel to keep
-    (x fraction) so that every joint of every frame stays in view. The whole path is preferred,
-    since a shortened path makes the feet slide, as long as the body's median height stays at
-    least ``min_height`` of the picture; then the nearest placement."""
+    (x fraction) so that the joints the reference shows (``shown`` [J] bool) stay in view in every
+    frame; with ``open_bottom`` (a photo cut above the feet) they may leave through the bottom edge,
+    as they would in a video framed like the photo. The whole path is preferred, since a shortened
+    path makes the feet slide, as long as the body's median height stays at least ``min_height`` of
+    the picture; then the nearest placement."""
     from studio.condition import project, world_to_camera
 
     h, w = camera.image_size
     relative = placed - placed[:, JOINT_INDEX["pelvis"] : JOINT_INDEX["pelvis"] + 1]
     height = float(relative[..., 1].max() - relative[..., 1].min())
     lo = torch.tensor([margin * w, margin * h])
-    hi = torch.tensor([(1 - margin) * w, (1 - margin) * h])
+    hi = torch.tensor([(1 - margin) * w, float("inf") if open_bottom else (1 - margin) * h])
     head_room = 0.12 * height  # joints stop at the eyes and ears; keep the top of the head in view too
     fallback = None
     for path_factor in (1.0, 0.75, 0.5, 0.25, 0.0):
         for depth_factor in [1.0 + 0.15 * i for i in range(21)]:
-            pelvis = _pelvis_path(start, path, centre, contact, depth_factor, path_factor)
+            pelvis = _pelvis_path(start, path, centre, anchor, depth_factor, path_factor)
             points = relative + pelvis[:, None]
             top = points[:, JOINT_INDEX["head"]].clone()
             top[:, 1] += head_room
-            points = torch.cat([points, top[:, None]], dim=1)
+            points = torch.cat([points[:, shown], top[:, None]], dim=1)
             cam = world_to_camera(points, camera.extrinsics)
             if bool((cam[..., 2] <= 0.1).any()):
                 continue
