@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,12 +48,19 @@ def one_line_errors(fn):
         except gr.Error:
             raise
         except StudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(without_server_paths(str(exc)), print_exception=False) from None
         except Exception as exc:  # a bug: keep the traceback in the server log only
             logger.exception("internal error")
-            raise gr.Error(f"internal error: {type(exc).__name__}: {exc}", print_exception=False) from None
+            raise gr.Error(without_server_paths(f"internal error: {type(exc).__name__}: {exc}"), print_exception=False) from None
 
     return wrapper
+
+
+def without_server_paths(message: str) -> str:
+    """Messages name uploads by their file name, not by where the server keeps them."""
+    for base in (UPLOADS, WORK):
+        message = re.sub(re.escape(str(base)) + r"(?:/[^/\s]+)*/", "", message)
+    return message
 
 
 def uploaded(path: str | None, what: str) -> Path:
@@ -148,7 +156,7 @@ def pipelines_table() -> str:
 
 
 @one_line_errors
-def run_pose(media: str | None, hands: bool, request: gr.Request, progress=gr.Progress()):
+def run_pose(media: str | None, hands: bool, person: float | None, request: gr.Request, progress=gr.Progress()):
     """An image or video -> (preview image, preview video, guidance maps, motion.npz)."""
     from studio.fit import pose_file
     from studio.media import IMAGE_SUFFIXES
@@ -162,13 +170,14 @@ def run_pose(media: str | None, hands: bool, request: gr.Request, progress=gr.Pr
 
     tracker = Tracker(progress)
     tracker.stage("estimating and fitting the body", 1 if is_image else video_info(path).num_frames)
-    result = pose_file(path, body_model=body_model(), hands=hands, preview=preview, on_frames=tracker.frames)
+    chosen = None if person is None or person < 0 else int(person)
+    result = pose_file(path, body_model=body_model(), hands=hands, person=chosen, preview=preview, on_frames=tracker.frames)
     motion = result.condition.save(out / "motion.npz", body_model=body_model())
     maps = result.condition[0].render(("depth", "normal", "semantic", "skeleton"), size=512, body_model=body_model())
     gallery = [(m[0], name) for name, m in maps.items()]
     notes = []
     if result.num_people > 1:
-        notes.append(f"{result.num_people} people in view; followed the largest")
+        notes.append(f"{result.num_people} people in view; followed person {result.person} (0 = the largest; choose another above)")
     if result.missing_frames:
         notes.append(f"no person in {result.missing_frames} frames (filled)")
     summary = f"{result.condition.num_frames} frame(s) fitted" + (f"; {'; '.join(notes)}" if notes else "")
@@ -266,6 +275,7 @@ def build_app() -> gr.Blocks:
                 with gr.Column():
                     media = gr.File(label="an image or a video of a person", file_types=["image", "video"])
                     hands = gr.Checkbox(value=True, label="hands and face")
+                    person = gr.Number(value=-1, precision=0, minimum=-1, label="person to follow when several are in view (-1: the largest)")
                     pose_button = gr.Button("Estimate and fit", variant="primary")
                 with gr.Column():
                     preview_image = gr.Image(label="fitted body", visible=True)
@@ -274,7 +284,7 @@ def build_app() -> gr.Blocks:
                     pose_download = gr.File(label="motion.npz (for studio animate / render)")
                     pose_notes = gr.Markdown()
             gr.Examples(examples=[[str(MEDIA / "ref_sitting.jpg")], [str(MEDIA / "motion_dribble.mp4")]], inputs=[media], label="examples")
-            pose_button.click(run_pose, [media, hands], [preview_image, preview_video, pose_maps, pose_download, pose_notes])
+            pose_button.click(run_pose, [media, hands, person], [preview_image, preview_video, pose_maps, pose_download, pose_notes])
 
         with gr.Tab("Render"):
             with gr.Row():

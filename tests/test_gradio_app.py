@@ -57,8 +57,18 @@ def test_long_videos_are_refused_before_any_work(tmp_path, work, monkeypatch):
         for _ in range(int(5 * (gradio_app.MAX_SECONDS + 5))):
             writer.write(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(gr.Error, match=r"the video is 25 s long; this demo takes up to 20 s"):
-        gradio_app.run_pose(str(video), False, request(), progress=no_progress)
+        gradio_app.run_pose(str(video), False, -1, request(), progress=no_progress)
     assert not list(work.rglob("*.npz"))
+
+
+def test_errors_name_uploads_without_server_paths(tmp_path, work, monkeypatch):
+    monkeypatch.setattr(gradio_app, "UPLOADS", tmp_path / "gradio")
+    broken = tmp_path / "gradio" / "0123abcd" / "broken.mp4"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("not a video")
+    with pytest.raises(gr.Error) as error:
+        gradio_app.run_animate(str(ASSETS / "media" / "ref_sitting.jpg"), str(broken), "mesh", 256, request(), progress=no_progress)
+    assert error.value.message.startswith("broken.mp4: not a readable video") and str(tmp_path) not in error.value.message
 
 
 def test_render_job(work):
@@ -71,7 +81,7 @@ def test_render_job(work):
 def test_pose_job_on_an_image(work):
     from studio.condition import HumanCondition
 
-    image, video, gallery, motion, summary = gradio_app.run_pose(str(ASSETS / "media" / "ref_sitting.jpg"), True, request(), progress=no_progress)
+    image, video, gallery, motion, summary = gradio_app.run_pose(str(ASSETS / "media" / "ref_sitting.jpg"), True, -1, request(), progress=no_progress)
     assert image["visible"] and not video["visible"] and Path(image["value"]).is_file()
     assert HumanCondition.load(motion).num_frames == 1 and summary.startswith("1 frame(s) fitted")
     assert len(gallery) == 4
