@@ -75,21 +75,20 @@ def uploaded(path: str | None, what: str) -> Path:
     return p
 
 
-def check_length(path: Path) -> None:
-    """Refuse videos longer than MAX_SECONDS before any work starts."""
+def refuse_long(seconds: float, what: str) -> None:
+    if seconds > MAX_SECONDS + 0.5:
+        raise StudioError(f"the {what} is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
+
+
+def check_length(path: Path) -> int:
+    """Refuse videos longer than MAX_SECONDS before any work starts; returns a video's frame count (0 for other files)."""
     from studio.media import VIDEO_SUFFIXES, video_info
 
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        info = video_info(path)
-        seconds = info.num_frames / info.fps if info.fps else 0.0
-        if seconds > MAX_SECONDS + 0.5:
-            raise StudioError(f"the video is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
-
-
-def check_motion_length(condition) -> None:
-    seconds = condition.num_frames / condition.fps
-    if seconds > MAX_SECONDS + 0.5:
-        raise StudioError(f"the motion is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        return 0
+    info = video_info(path)
+    refuse_long(info.num_frames / info.fps if info.fps else 0.0, "video")
+    return info.num_frames
 
 
 def session_folder(request: gr.Request) -> Path:
@@ -162,14 +161,12 @@ def run_pose(media: str | None, hands: bool, person: float | None, request: gr.R
     from studio.media import IMAGE_SUFFIXES
 
     path = uploaded(media, "an image or a video")
-    check_length(path)
+    num_frames = check_length(path)
     is_image = path.suffix.lower() in IMAGE_SUFFIXES
     out = session_folder(request)
     preview = out / ("preview.png" if is_image else "preview.mp4")
-    from studio.media import video_info
-
     tracker = Tracker(progress)
-    tracker.stage("estimating and fitting the body", 1 if is_image else video_info(path).num_frames)
+    tracker.stage("estimating and fitting the body", 1 if is_image else num_frames)
     chosen = None if person is None or person < 0 else int(person)
     result = pose_file(path, body_model=body_model(), hands=hands, person=chosen, preview=preview, on_frames=tracker.frames)
     motion = result.condition.save(out / "motion.npz", body_model=body_model())
@@ -228,7 +225,7 @@ def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
             raise StudioError(f"this demo renders Anny motions; this one is for '{condition.body_model}' (use the CLI)")
     else:
         raise StudioError(f"{path.name}: give a motion .npz (from studio pose or studio motion import) or a .bvh")
-    check_motion_length(condition)
+    refuse_long(condition.num_frames / condition.fps, "motion")
     out = session_folder(request)
     maps = ("depth", "normal", "semantic", "skeleton")
     tracker = Tracker(progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,14 +138,8 @@ def test_pipeline_runs_end_to_end_in_windows(walk6, anny):
     assert calls[-1] == (4, 4)  # 2 steps x 2 windows
     again = pipe(ref, walk6, height=64, width=40, config=config, body_model=anny).frames
     np.testing.assert_array_equal(out.frames, again)  # seeded
-    other = pipe(ref, walk6, height=64, width=40, config=dataclass_replace(config, seed=4), body_model=anny).frames
+    other = pipe(ref, walk6, height=64, width=40, config=dataclasses.replace(config, seed=4), body_model=anny).frames
     assert not np.array_equal(out.frames, other)
-
-
-def dataclass_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def test_pipeline_resumes_from_the_saved_step(walk6, anny, tmp_path):

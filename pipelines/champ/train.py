@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -174,13 +175,7 @@ class ChampTrainer:
         modules = {"reference_unet": model.reference_unet, "denoising_unet": model.denoising_unet}
         modules.update({f"guidance_encoder_{g}": e for g, e in model.guidance_encoders.items()})
         save_checkpoints(folder, modules, self.model_config)
-        (folder / "train_config.json").write_text(json_dump(dataclasses.asdict(self.config)))
-
-
-def json_dump(data: dict) -> str:
-    import json
-
-    return json.dumps(data, indent=2)
+        (folder / "train_config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
 
 
 class ClipDataset(torch.utils.data.Dataset):

@@ -121,14 +121,22 @@ def _pelvis_path(start, path, centre, anchor, depth_factor: float, path_factor: 
 MARGIN = 0.04  # of the picture's size, kept clear around the body
 
 
-def _inside(joints: torch.Tensor, camera, *, margin: float = MARGIN) -> torch.Tensor:
-    """Which joints [J, 3] (world) the camera's first frame shows, ``margin`` inside the picture: [J] bool."""
+def _in_view(points: torch.Tensor, camera, *, margin: float = MARGIN, open_bottom: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels [T, N, 2] of world points [T, N, 3] seen by the camera's first T frames, and which of
+    them lie in front of it and ``margin`` inside the picture [T, N] bool (below it too, with ``open_bottom``)."""
     from studio.condition import project, world_to_camera
 
     h, w = camera.image_size
-    cam = world_to_camera(joints[None], camera.extrinsics[:1])[0]
-    uv = project(cam[None], camera.K[:1])[0]
-    return (cam[:, 2] > 0.1) & (uv[:, 0] >= margin * w) & (uv[:, 0] <= (1 - margin) * w) & (uv[:, 1] >= margin * h) & (uv[:, 1] <= (1 - margin) * h)
+    cam = world_to_camera(points, camera.extrinsics[: len(points)])
+    uv = project(cam, camera.K[: len(points)])
+    lo = torch.tensor([margin * w, margin * h])
+    hi = torch.tensor([(1 - margin) * w, float("inf") if open_bottom else (1 - margin) * h])
+    return uv, (cam[..., 2] > 0.1) & ((uv >= lo) & (uv <= hi)).all(-1)
+
+
+def _inside(joints: torch.Tensor, camera) -> torch.Tensor:
+    """Which joints [J, 3] (world) the camera's first frame shows, ``MARGIN`` inside the picture: [J] bool."""
+    return _in_view(joints[None], camera)[1][0]
 
 
 def _keep_in_view(
@@ -140,13 +148,9 @@ def _keep_in_view(
     as they would in a video framed like the photo. The whole path is preferred, since a shortened
     path makes the feet slide, as long as the body's median height stays at least ``min_height`` of
     the picture; then the nearest placement."""
-    from studio.condition import project, world_to_camera
-
-    h, w = camera.image_size
+    h = camera.image_size[0]
     relative = placed - placed[:, JOINT_INDEX["pelvis"] : JOINT_INDEX["pelvis"] + 1]
     height = float(relative[..., 1].max() - relative[..., 1].min())
-    lo = torch.tensor([margin * w, margin * h])
-    hi = torch.tensor([(1 - margin) * w, float("inf") if open_bottom else (1 - margin) * h])
     head_room = 0.12 * height  # joints stop at the eyes and ears; keep the top of the head in view too
     fallback = None
     for path_factor in (1.0, 0.75, 0.5, 0.25, 0.0):
@@ -156,11 +160,8 @@ def _keep_in_view(
             top = points[:, JOINT_INDEX["head"]].clone()
             top[:, 1] += head_room
             points = torch.cat([points[:, shown], top[:, None]], dim=1)
-            cam = world_to_camera(points, camera.extrinsics)
-            if bool((cam[..., 2] <= 0.1).any()):
-                continue
-            uv = project(cam, camera.K)
-            if bool(((uv >= lo) & (uv <= hi)).all()):
+            uv, inside = _in_view(points, camera, margin=margin, open_bottom=open_bottom)
+            if bool(inside.all()):
                 tall = float((uv[..., 1].amax(1) - uv[..., 1].amin(1)).median()) >= min_height * h
                 if tall or path_factor == 0.0:
                     return depth_factor, path_factor
