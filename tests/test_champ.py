@@ -43,7 +43,10 @@ def tiny_model_config() -> ChampModelConfig:
         "attention_head_dim": 4,
         "norm_num_groups": 8,
     }
-    return ChampModelConfig(unet=unet, motion=MotionModuleConfig(num_heads=2, max_frames=8, norm_num_groups=8), guidance_channels=(4, 8, 8, 16), guidance_heads=2)
+    return ChampModelConfig(
+        unet=unet, motion=MotionModuleConfig(num_heads=2, max_frames=8, norm_num_groups=8), guidance_channels=(4, 8, 8, 16), guidance_heads=2,
+        guidance_norm_groups=4,
+    )
 
 
 def tiny_vae():
@@ -107,16 +110,29 @@ def walk6() -> HumanCondition:
     return HumanCondition.load(ASSETS / "motions" / "walk.npz")[:6]
 
 
-def test_context_windows_cover_every_frame_with_the_overlap():
-    assert context_windows(6, 4, 2) == [range(0, 4), range(2, 6)]
-    assert context_windows(3, 24, 4) == [range(3)]
-    windows = context_windows(100, 24, 4)
-    assert windows[0] == range(24) and windows[-1] == range(76, 100)
-    assert all(len(w) == 24 for w in windows)
-    covered = np.zeros(100, int)
-    for w in windows:
-        covered[list(w)] += 1
-    assert covered.min() >= 1
+# Champ's default context schedule ("uniform", 24 frames, stride 1, overlap 4, closed loop), as its
+# pipeline computes it: the frame indices of each window, in order.
+OFFICIAL_WINDOWS = {
+    8: [range(0, 8)],
+    24: [range(0, 24)],
+    25: [range(0, 24), [*range(20, 25), *range(0, 19)]],
+    30: [range(0, 24), [*range(20, 30), *range(0, 14)]],
+    44: [range(0, 24), range(20, 44), [*range(40, 44), *range(0, 20)]],
+    50: [range(0, 24), range(20, 44), [*range(40, 50), *range(0, 14)]],
+    72: [range(0, 24), range(20, 44), range(40, 64), [*range(60, 72), *range(0, 12)]],
+    100: [range(0, 24), range(20, 44), range(40, 64), range(60, 84), [*range(80, 100), *range(0, 4)]],
+}
+
+
+@pytest.mark.parametrize("num_frames", sorted(OFFICIAL_WINDOWS))
+def test_context_windows_are_champs_closed_loop_schedule(num_frames):
+    config = ChampConfig()
+    assert context_windows(num_frames, config.context_frames, config.context_overlap) == [list(w) for w in OFFICIAL_WINDOWS[num_frames]]
+
+
+def test_context_windows_wrap_with_other_sizes():
+    assert context_windows(6, 4, 2) == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 0, 1]]
+    assert context_windows(3, 24, 4) == [[0, 1, 2]]
     assert padded_canvas(512, 288) == (512, 320, 0, 16)
 
 
@@ -135,7 +151,7 @@ def test_pipeline_runs_end_to_end_in_windows(walk6, anny):
     config = ChampConfig(num_inference_steps=2, context_frames=4, context_overlap=2, seed=3)
     out = pipe(ref, walk6, height=64, width=40, config=config, body_model=anny, callback=lambda done, total: calls.append((done, total)))
     assert out.frames.shape == (6, 64, 40, 3) and out.frames.dtype == np.uint8
-    assert calls[-1] == (4, 4)  # 2 steps x 2 windows
+    assert calls[-1] == (6, 6)  # 2 steps x 3 windows ([0-3], [2-5], [4, 5, 0, 1])
     again = pipe(ref, walk6, height=64, width=40, config=config, body_model=anny).frames
     np.testing.assert_array_equal(out.frames, again)  # seeded
     other = pipe(ref, walk6, height=64, width=40, config=dataclasses.replace(config, seed=4), body_model=anny).frames
@@ -171,6 +187,39 @@ def test_reference_attention_changes_the_prediction(walk6):
     assert not torch.allclose(outs[0], outs[1])
 
 
+def test_unconditional_prediction_ignores_the_reference(walk6, anny):
+    """As in Champ, only the conditional half of a guided batch reads the reference features."""
+    pipe = tiny_pipeline()
+    outputs = []
+    pipe.denoising_unet.register_forward_hook(lambda _module, _args, out: outputs.append(out.clone()))
+    config = ChampConfig(num_inference_steps=1, context_frames=8)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        reference = (rng.random((64, 40, 3)) * 255).astype(np.uint8)
+        pipe(reference, walk6, height=64, width=40, config=config, body_model=anny)
+    first, second = outputs  # one window, one step each: [2 (uncond, cond), 4, 6, 8, 5]
+    torch.testing.assert_close(first[0], second[0])
+    assert not torch.allclose(first[1], second[1], atol=1e-4)
+
+
+def test_clip_input_is_the_whole_reference_squashed():
+    """Champ resizes the whole reference to CLIP's square (a portrait is squashed, not cropped), then
+    normalises it (transformers' CLIPImageProcessor at its defaults, on the resized image)."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from pipelines.champ.pipeline import clip_pixels
+
+    rng = np.random.default_rng(0)
+    portrait = (rng.random((300, 120, 3)) * 255).astype(np.uint8)
+    portrait[:100] //= 4  # a dark top third: cropping it away would change the pixels a lot
+    squashed = Image.fromarray(portrait).resize((224, 224))
+    expected = torch.as_tensor(np.asarray(CLIPImageProcessor()(squashed, return_tensors="np").pixel_values))
+    pixels = clip_pixels(portrait, 224)
+    assert pixels.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(pixels, expected, rtol=0, atol=1e-5)
+
+
 def test_motion_modules_mix_frames_and_start_as_identity():
     config = tiny_model_config()
     torch.manual_seed(0)
@@ -191,10 +240,20 @@ def test_motion_modules_mix_frames_and_start_as_identity():
 
 
 def test_guidance_encoder_reaches_latent_resolution():
-    encoder = GuidanceEncoder(32, block_out_channels=(4, 8, 8, 16), num_heads=2)
+    encoder = GuidanceEncoder(32, block_out_channels=(4, 8, 8, 16), num_heads=2, norm_num_groups=4)
     out = encoder(torch.rand(2, 3, 5, 64, 48))
     assert out.shape == (2, 32, 5, 8, 6)
     assert out.abs().max() == 0  # conv_out starts at zero, so a new encoder leaves the UNet unchanged
+
+
+def test_guidance_encoder_norms_use_champs_groups():
+    """The encoder's forward uses its last transformer block, which Champ normalises over 32 groups."""
+    with torch.device("meta"):
+        encoder = build_networks(ChampModelConfig())[2]["depth"]
+    assert [a.norm.num_groups for a in encoder.attentions] == [1, 32, 1, 32, 1, 32]
+    assert encoder.attentions[-1].norm.num_groups == 32
+    with pytest.raises(ValueError, match="guidance_norm_groups=32 does not divide"):
+        ChampModelConfig(guidance_channels=(4, 8, 8, 16))
 
 
 def test_official_layout_loads_strictly(tmp_path):
@@ -249,6 +308,34 @@ def test_wrong_shapes_and_keys_name_the_tensor(tmp_path):
     (tmp_path / "champ" / "reference_unet.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(StudioError, match="reference_unet.pth: not a readable checkpoint"):
         ChampPipeline.from_pretrained(tmp_path, device="cpu")
+
+
+def test_training_script_guidance_encoders_load_without_their_unused_block(tmp_path, caplog):
+    """Files saved by Champ's training scripts hold 19 extra ``guidance_attention.*`` tensors: dropped
+    with one logged line; any other extra tensor is still refused."""
+    from pipelines.champ.weights import load_champ_files
+
+    config = tiny_model_config()
+    states = write_official_layout(tmp_path, config)
+    path = tmp_path / "champ" / "guidance_encoder_depth.pth"
+    released = states["guidance_encoder_depth"]
+    last = "attentions.5."  # the last transformer block, which guidance_attention has the layout of
+    extra = {"guidance_attention." + k[len(last) :]: torch.randn_like(v) for k, v in released.items() if k.startswith(last)}
+    assert len(extra) == 19
+    torch.save({**released, **extra}, path)
+    with torch.device("meta"):
+        reference, denoising, encoders = build_networks(config)
+    with caplog.at_level("INFO", logger="pipelines.champ.weights"):
+        load_champ_files(tmp_path, reference, denoising, encoders)
+    lines = [r.getMessage() for r in caplog.records if "guidance_attention" in r.getMessage()]
+    assert len(lines) == 1 and "guidance_encoder_depth.pth" in lines[0] and "19" in lines[0]
+    torch.testing.assert_close(encoders["depth"].attentions[5].proj_in.weight, released["attentions.5.proj_in.weight"])
+    for other in ("guidance_attention.transformer_blocks.1.attn1.to_q.weight", "mask_head.weight"):
+        torch.save({**released, **extra, other: torch.zeros(4)}, path)
+        with torch.device("meta"):
+            reference, denoising, encoders = build_networks(config)
+        with pytest.raises(StudioError, match=rf"guidance_encoder_depth.pth: unexpected tensor '{other}'"):
+            load_champ_files(tmp_path, reference, denoising, encoders)
 
 
 def _shapes(module) -> dict[str, list[int]]:
@@ -319,6 +406,28 @@ def test_training_steps_reduce_the_loss(stage, frames):
     for n, p in trainer.model.named_parameters():
         if n in frozen:
             torch.testing.assert_close(p, frozen[n])  # frozen networks do not move
+
+
+def test_training_drops_the_reference_for_unconditional_samples():
+    """As Champ's training scripts do: unconditional samples get zeroed CLIP pixels, the reference UNet
+    skips them and their self-attention reads no reference features."""
+    trainer = tiny_trainer(1)
+    model = trainer.model
+    reference_batches, clip_inputs = [], []
+    model.reference_unet.register_forward_pre_hook(lambda _module, args: reference_batches.append(args[0].shape[0]))
+    trainer.image_encoder.register_forward_pre_hook(lambda _module, args: clip_inputs.append(args[0].clone()))
+    g = torch.Generator().manual_seed(0)
+    noisy, t = torch.randn(2, 4, 1, 8, 8, generator=g), torch.tensor([500, 500])
+    tokens, maps = torch.randn(2, 1, 16, generator=g), torch.rand(2, 12, 1, 64, 64, generator=g)
+    with torch.no_grad():
+        outs = [model(noisy, t, torch.randn(2, 4, 8, 8, generator=g), tokens, maps, conditional=torch.tensor([False, True])) for _ in range(2)]
+    assert reference_batches == [1, 1]  # the conditional sample only
+    torch.testing.assert_close(outs[0][0], outs[1][0])  # the unconditional sample ignores the reference
+    assert not torch.allclose(outs[0][1], outs[1][1], atol=1e-4)
+    trainer.config.uncond_probability = 1.0
+    reference_batches.clear()
+    trainer.loss(tiny_batch(1))
+    assert reference_batches == [] and clip_inputs[-1].abs().max() == 0
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -35,7 +35,6 @@ class MotionModuleConfig:
     """Groups of the GroupNorm before ``proj_in``."""
 
 
-
 @dataclasses.dataclass
 class ChampModelConfig:
     """Sizes of Champ's networks (the defaults are the released model's)."""
@@ -48,6 +47,15 @@ class ChampModelConfig:
     """Channels of the guidance encoders' convolution blocks."""
     guidance_heads: int = 8
     """Attention heads of the guidance encoders' transformer blocks."""
+    guidance_norm_groups: int = 32
+    """GroupNorm groups of the guidance encoders' transformer blocks that follow a downsampling
+    convolution, the last of which is the one their forward pass uses (the blocks before use 1 group,
+    as in Champ's code). Must divide every entry of ``guidance_channels`` but the first."""
+
+    def __post_init__(self):
+        bad = [c for c in self.guidance_channels[1:] if c % self.guidance_norm_groups]
+        if bad:
+            raise ValueError(f"guidance_norm_groups={self.guidance_norm_groups} does not divide the guidance channels {bad}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -58,4 +66,5 @@ class ChampModelConfig:
         return cls(
             unet=data["unet"], motion=MotionModuleConfig(**data["motion"]),
             guidance_channels=tuple(data["guidance_channels"]), guidance_heads=data["guidance_heads"],
+            guidance_norm_groups=data.get("guidance_norm_groups", cls.guidance_norm_groups),
         )

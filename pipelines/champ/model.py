@@ -208,14 +208,31 @@ def build_networks(config: ChampModelConfig, *, motion: bool = True) -> tuple[UN
     reference = build_unet(config.unet, reference=True)
     denoising = VideoUNet(build_unet(config.unet), config.motion if motion else None)
     channels = config.unet["block_out_channels"][0]
-    encoders = {g: GuidanceEncoder(channels, block_out_channels=config.guidance_channels, num_heads=config.guidance_heads) for g in GUIDANCE_TYPES}
+    encoders = {
+        g: GuidanceEncoder(channels, block_out_channels=config.guidance_channels, num_heads=config.guidance_heads, norm_num_groups=config.guidance_norm_groups)
+        for g in GUIDANCE_TYPES
+    }
     return reference, denoising, encoders
 
 
 class GuidanceEncoder(nn.Module):
-    """One guidance map [B, 3, F, H, W] in [0, 1] -> features [B, C0, F, H/8, W/8] for the UNet's conv_in."""
+    """One guidance map [B, 3, F, H, W] in [0, 1] -> features [B, C0, F, H/8, W/8] for the UNet's conv_in.
 
-    def __init__(self, out_channels: int = 320, *, in_channels: int = 3, block_out_channels: tuple[int, ...] = (16, 32, 96, 256), num_heads: int = 8):
+    Each of the three stages is a convolution and a strided convolution, each paired (for the key set)
+    with a transformer block. The block of a convolution normalises over 1 group and the block of a
+    strided convolution over ``norm_num_groups``, as in Champ's code; the forward pass uses only the
+    last block (so 32 groups at the released sizes), as released.
+    """
+
+    def __init__(
+        self,
+        out_channels: int = 320,
+        *,
+        in_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
+        num_heads: int = 8,
+        norm_num_groups: int = 32,
+    ):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
         self.blocks = nn.ModuleList()
@@ -223,13 +240,13 @@ class GuidanceEncoder(nn.Module):
         for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
             self.blocks.append(nn.Conv2d(c_in, c_in, 3, padding=1))
             self.blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1, stride=2))
-            for c in (c_in, c_out):
-                self.attentions.append(Transformer2DModel(num_attention_heads=num_heads, attention_head_dim=c // num_heads, in_channels=c, norm_num_groups=1))
+            for c, groups in ((c_in, 1), (c_out, norm_num_groups)):
+                self.attentions.append(Transformer2DModel(num_attention_heads=num_heads, attention_head_dim=c // num_heads, in_channels=c, norm_num_groups=groups))
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:  # [B, 3, F, H, W] -> [B, C0, F, H/8, W/8]
         b, c, f, h, w = maps.shape
         x = F.silu(self.conv_in(maps.transpose(1, 2).reshape(b * f, c, h, w)))
         for block in self.blocks:
@@ -252,44 +269,63 @@ def encode_guidance(encoders: nn.ModuleDict, maps: torch.Tensor, order: tuple[st
 
 
 class _WriteReference(AttnProcessor2_0):
-    def __init__(self, bank: dict, name: str):
+    def __init__(self, bank: ReferenceBank, name: str):
         super().__init__()
         self.bank, self.name = bank, name
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
-        self.bank[self.name] = hidden_states
+        self.bank.features[self.name] = hidden_states
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 class _ReadReference(AttnProcessor2_0):
-    def __init__(self, bank: dict, name: str):
+    def __init__(self, bank: ReferenceBank, name: str):
         super().__init__()
         self.bank, self.name = bank, name
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
-        reference = self.bank.get(self.name)
-        if reference is not None:  # self tokens + the reference's tokens, reference repeated for each frame
-            reference = reference.to(hidden_states.dtype).repeat_interleave(hidden_states.shape[0] // reference.shape[0], dim=0)
-            encoder_hidden_states = torch.cat([hidden_states, reference], dim=1)
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        attend = super().__call__
+        reference = self.bank.features.get(self.name)
+        readers = self.bank.readers  # on the CPU: the row selection below never waits for the device
+        if reference is None or (readers is not None and not readers.any()):
+            return attend(attn, hidden_states, None, attention_mask, temb)  # plain self-attention
+        reading = hidden_states
+        if readers is not None and not readers.all():
+            rows = readers.repeat_interleave(hidden_states.shape[0] // readers.shape[0])  # [(B F)]
+            read_rows, plain_rows = (r.nonzero()[:, 0].to(hidden_states.device) for r in (rows, ~rows))
+            reading = hidden_states.index_select(0, read_rows)
+        # self tokens + the reference's tokens, each reading sample's reference repeated for its frames
+        reference = reference.to(hidden_states.dtype).repeat_interleave(reading.shape[0] // reference.shape[0], dim=0)
+        read = attend(attn, reading, torch.cat([reading, reference], dim=1), attention_mask, temb)
+        if reading is hidden_states:
+            return read
+        plain = attend(attn, hidden_states.index_select(0, plain_rows), None, attention_mask, temb)
+        out = read.new_empty(hidden_states.shape[0], *read.shape[1:])
+        return out.index_copy(0, read_rows, read).index_copy(0, plain_rows, plain)
 
 
 class ReferenceBank:
     """Connects a reference UNet's self-attention layers to the denoising UNet's layers of the same name.
 
-    Run the reference UNet once (its layers write); afterwards every denoising forward reads. The
-    reference batch must divide the denoising batch ([uncond, cond] x B references for (2 B F) frames).
+    Run the reference UNet once (its layers write ``features``); afterwards every denoising forward
+    reads them: a reading sample's self-attention attends over its own tokens plus its reference's.
+    ``readers`` says which samples of the denoising batch read: a [B] bool tensor on the CPU, or None
+    for all.
+    Champ's unconditional samples do not read (``[False, True]`` for a classifier-free-guidance batch
+    [uncond, cond]): they get plain self-attention. The reference batch is one per reading sample, or
+    one for all of them; each is repeated for the sample's frames.
     """
 
     def __init__(self, reference_unet: UNet2DConditionModel, denoising_unet: UNet2DConditionModel):
-        self.features: dict[str, torch.Tensor] = {}
+        self.features: dict[str, torch.Tensor] = {}  # layer name -> [B_ref, N, C]
+        self.readers: torch.Tensor | None = None  # [B] bool, on the CPU
         names = self._self_attention_names(reference_unet)
         if names != self._self_attention_names(denoising_unet):
             raise ValueError("the reference and denoising UNets have different self-attention layers")
         for unet, kind in ((reference_unet, _WriteReference), (denoising_unet, _ReadReference)):
             processors = dict(unet.attn_processors)
             for name in names:
-                processors[name] = kind(self.features, name)
+                processors[name] = kind(self, name)
             unet.set_attn_processor(processors)
 
     @staticmethod
@@ -297,7 +333,9 @@ class ReferenceBank:
         return [n for n in unet.attn_processors if n.endswith("attn1.processor") and "motion_modules" not in n]
 
     def clear(self) -> None:
+        """Forget the features and the readers: the denoising UNet's self-attention is plain again."""
         self.features.clear()
+        self.readers = None
 
 
 __all__ = [

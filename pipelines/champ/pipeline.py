@@ -2,11 +2,11 @@
 
 Guidance comes from studio's renderer (depth, normal, semantic and skeleton maps of the condition's
 body, standing in for Champ's depth, normal, semantic_map and dwpose inputs). The video is denoised in
-overlapping windows: at every step each window's prediction is made on the device and the overlaps
-are averaged, while the whole video's latents stay on the CPU, so device memory does not grow with the
-video's length. The output keeps the requested size: the work is done on a canvas padded to multiples
-of 64 pixels (the reference by edge replication, the guidance by moving the camera's principal point)
-and cropped back.
+Champ's overlapping, closed-loop windows: at every step each window's prediction is made on the device
+and the overlaps are averaged, while the whole video's latents stay on the CPU, so device memory does
+not grow with the video's length. The output keeps the requested size: the work is done on a canvas
+padded to multiples of 64 pixels (the reference by edge replication, the guidance by moving the
+camera's principal point) and cropped back.
 """
 
 from __future__ import annotations
@@ -51,22 +51,21 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def clip_pixels(image: torch.Tensor, size: int) -> torch.Tensor:
-    """CLIP's input: the shorter side resized to ``size`` (bicubic), centre-cropped square, normalised.
+def clip_pixels(image: np.ndarray, size: int) -> torch.Tensor:
+    """CLIP's input as Champ makes it: the whole image resized to ``size`` x ``size`` (squashed, not
+    cropped; PIL bicubic on 8-bit pixels), then normalised with CLIP's mean and std.
 
     Args:
-        image: [B, 3, H, W] in [0, 1].
+        image: [H, W, 3] uint8 RGB.
     Returns:
-        [B, 3, size, size]
+        [1, 3, size, size] float32
     """
-    h, w = image.shape[-2:]
-    s = size / min(h, w)
-    nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    x = torch.nn.functional.interpolate(image, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top : top + size, left : left + size]
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype)[:, None, None]
+    from PIL import Image
+
+    square = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(square.copy()).permute(2, 0, 1)[None].float() / 255.0
+    mean = torch.tensor(CLIP_MEAN)[:, None, None]
+    std = torch.tensor(CLIP_STD)[:, None, None]
     return (x - mean) / std
 
 
@@ -92,7 +91,8 @@ class ChampConfig:
     context_frames: int = 24
     """Frames denoised together (at most the motion modules' 32)."""
     context_overlap: int = 4
-    """Frames shared by neighbouring windows; their predictions are averaged."""
+    """Frames shared by neighbouring windows; their predictions are averaged. The last window wraps
+    around to the first frames (Champ's closed-loop schedule, see ``context_windows``)."""
     seed: int = 0
     """Seed of the initial noise (drawn on the CPU, so the same on every device)."""
     decode_batch: int = 8
@@ -104,13 +104,19 @@ class ChampOutput:
     frames: np.ndarray  # [T, H, W, 3] uint8
 
 
-def context_windows(num_frames: int, size: int, overlap: int) -> list[range]:
-    """Overlapping windows covering all frames; the last one ends at the last frame."""
+def context_windows(num_frames: int, size: int, overlap: int) -> list[list[int]]:
+    """Champ's "uniform" closed-loop schedule: the frame indices of each window, in the order the motion
+    modules see them.
+
+    A window of ``size`` frames starts every ``size - overlap`` frames from 0 while the start is below
+    ``num_frames``; indices past the end wrap around to the first frames, so the last window joins the
+    video's end to its start (50 frames, 24 and 4: [0-23], [20-43], [40-49 then 0-13]). A video of at
+    most ``size`` frames is one window. Champ's pipeline asks for the schedule of step 0 at every
+    denoising step, so the windows are the same at every step.
+    """
     if num_frames <= size:
-        return [range(num_frames)]
-    stride = size - overlap
-    starts = list(range(0, num_frames - size, stride)) + [num_frames - size]
-    return [range(s, s + size) for s in starts]
+        return [list(range(num_frames))]
+    return [[i % num_frames for i in range(start, start + size)] for start in range(0, num_frames, size - overlap)]
 
 
 def padded_canvas(height: int, width: int, multiple: int = 64) -> tuple[int, int, int, int]:
@@ -294,18 +300,19 @@ class ChampPipeline:
         windows = context_windows(num_frames, config.context_frames, config.context_overlap)
         use_cfg = config.guidance_scale > 1.0
 
-        # The reference: its CLIP token and its attention features, computed once.
+        # The reference: its CLIP token and its attention features, computed once. As in Champ, the
+        # unconditional half of a guided batch gets a zero token and no reference features.
         from .model import encode_guidance
 
-        pixels = clip_pixels(torch.from_numpy(reference).permute(2, 0, 1)[None].float() / 255.0, self.image_encoder.config.image_size)
-        pixels = pixels.to(self.device, self.dtype)
+        pixels = clip_pixels(reference, self.image_encoder.config.image_size).to(self.device, self.dtype)
         token = self.image_encoder(pixels).image_embeds[:, None].to(self.dtype)  # [1, 1, D]
         tokens = torch.cat([torch.zeros_like(token), token]) if use_cfg else token
         ref_pixels = torch.from_numpy(ref).to(self.device, torch.float32).permute(2, 0, 1)[None] / 127.5 - 1.0
         scale = self.vae.config.scaling_factor
         ref_latent = (self.vae.encode(ref_pixels).latent_dist.mean * scale).to(self.dtype)
         self.reference_bank.clear()
-        self.reference_unet(ref_latent.repeat(len(tokens), 1, 1, 1), torch.zeros(len(tokens), device=self.device), tokens, return_dict=False)
+        self.reference_unet(ref_latent, torch.zeros(1, device=self.device), token, return_dict=False)
+        self.reference_bank.readers = torch.tensor([False, True]) if use_cfg else None
 
         # Latents of the whole video on the CPU; windows go to the device one at a time.
         self.scheduler.set_timesteps(config.num_inference_steps)
@@ -319,24 +326,24 @@ class ChampPipeline:
         total = config.num_inference_steps * len(windows)
         for step in range(start, config.num_inference_steps):
             t = self.scheduler.timesteps[step]
-            prediction = torch.zeros_like(latents)
+            # Each branch's predictions are summed per frame and divided by the frame's window count;
+            # then the guidance combines the two averages (Champ's order).
+            prediction = torch.zeros((len(tokens), *latents.shape[1:]))  # [1 or 2 (uncond, cond), C, T, h, w]
             counts = torch.zeros(num_frames)
-            for w, window in enumerate(windows):
-                frames = list(window)
+            for w, frames in enumerate(windows):
                 x = latents[:, :, frames].to(self.device, self.dtype)
                 window_maps = torch.from_numpy(maps[frames]).to(self.device, self.dtype).div(255.0).transpose(0, 1)[None]
                 guidance = encode_guidance(self.guidance_encoders, window_maps, GUIDANCE_TYPES)  # [1, C0, F, h, w]
-                if use_cfg:
-                    x, guidance = torch.cat([x, x]), torch.cat([guidance, guidance])
+                x, guidance = x.expand(len(tokens), *x.shape[1:]), guidance.expand(len(tokens), *guidance.shape[1:])
                 out = self.denoising_unet(self.scheduler.scale_model_input(x, t), t, tokens, guidance=guidance)
-                if use_cfg:
-                    uncond, cond = out.chunk(2)
-                    out = uncond + config.guidance_scale * (cond - uncond)
                 prediction[:, :, frames] += out.float().cpu()
                 counts[frames] += 1
                 if callback:
                     callback(step * len(windows) + w + 1, total)
             prediction /= counts[None, None, :, None, None]
+            if use_cfg:
+                uncond, cond = prediction.chunk(2)
+                prediction = uncond + config.guidance_scale * (cond - uncond)
             latents = self.scheduler.step(prediction, t, latents).prev_sample
             if state_file is not None:
                 _save_state(state_file, latents, step + 1, config)

@@ -6,8 +6,10 @@
 - Stage 2 (clips): motion modules are added to the stage-1 denoising UNet and only they train, on
   ``frames`` consecutive frames.
 
-The loss is the v-prediction MSE under Champ's noise schedule; the CLIP token is dropped (zeroed) for a
-fraction of samples so that classifier-free guidance works at sampling time.
+The loss is the v-prediction MSE under Champ's noise schedule. A fraction of samples is trained
+unconditionally, as Champ's training scripts do, so that classifier-free guidance works at sampling
+time: their CLIP input is zeroed and they get no reference features (the reference UNet does not run
+for them; their self-attention is plain).
 
 Data layout (one folder per clip)::
 
@@ -67,7 +69,8 @@ class TrainConfig:
     mixed_precision: str = "no"
     """"no", "fp16" or "bf16" (accelerate)."""
     uncond_probability: float = 0.1
-    """Fraction of samples trained with the CLIP token zeroed (for classifier-free guidance)."""
+    """Fraction of samples trained unconditionally (for classifier-free guidance): zeroed CLIP input
+    pixels and no reference features."""
     save_every: int = 2000
     seed: int = 0
     gradient_checkpointing: bool = True
@@ -92,14 +95,37 @@ class ChampTrainingModel(nn.Module):
         self.guidance_encoders = nn.ModuleDict(guidance_encoders)
         self.reference_bank = ReferenceBank(reference_unet, denoising_unet.unet)
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, reference: torch.Tensor, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """The v-prediction for noisy latents [B, 4, F, h, w] given reference latents [B, 4, h, w],
-        CLIP tokens [B, 1, D] and guidance maps [B, 12, F, H, W] in [0, 1]."""
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        reference: torch.Tensor,
+        tokens: torch.Tensor,
+        maps: torch.Tensor,
+        *,
+        conditional: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The v-prediction [B, 4, F, h, w].
+
+        Args:
+            noisy: noisy latents [B, 4, F, h, w].
+            timesteps: [B].
+            reference: reference latents [B, 4, h, w].
+            tokens: CLIP tokens [B, 1, D].
+            maps: guidance maps in [0, 1] [B, 12, F, H, W].
+            conditional: [B] bool, False for the samples trained unconditionally: the reference UNet
+                skips them and their self-attention reads no reference features. None: all True.
+        """
         self.reference_bank.clear()
-        self.reference_unet(reference, torch.zeros_like(timesteps), tokens, return_dict=False)
+        readers = None if conditional is None or conditional.all() else conditional
+        if readers is None:
+            self.reference_unet(reference, torch.zeros_like(timesteps), tokens, return_dict=False)
+        elif readers.any():
+            self.reference_unet(reference[readers], torch.zeros_like(timesteps[readers]), tokens[readers], return_dict=False)
+        self.reference_bank.readers = None if readers is None else readers.cpu()
         guidance = encode_guidance(self.guidance_encoders, maps, GUIDANCE_TYPES)
-        # The reference features stay in the bank until the next forward: gradient checkpointing
-        # re-runs the denoising UNet's attention layers during the backward pass.
+        # The reference features and readers stay in the bank until the next forward: gradient
+        # checkpointing re-runs the denoising UNet's attention layers during the backward pass.
         return self.denoising_unet(noisy, timesteps, tokens, guidance=guidance)
 
 
@@ -112,9 +138,15 @@ class ChampTrainer:
 
     def __init__(self, *, vae, image_encoder, model: ChampTrainingModel, config: TrainConfig, model_config: ChampModelConfig):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         self.config, self.model_config = config, model_config
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation)
+        # In stage 1 some trained parameters get no gradient in a step: the reference UNet when every
+        # sample is unconditional, and the layers after its last self-attention input always.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=config.stage == 1)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation, kwargs_handlers=[ddp],
+        )
         device = self.accelerator.device
         self.vae = vae.to(device).requires_grad_(False).eval()
         self.image_encoder = image_encoder.to(device).requires_grad_(False).eval()
@@ -149,15 +181,15 @@ class ChampTrainer:
             latents = self.vae.encode(frames).latent_dist.mean * scale
             latents = latents.reshape(b, f, *latents.shape[1:]).transpose(1, 2)  # [B, 4, F, h, w]
             reference = self.vae.encode(batch["reference"].to(device)).latent_dist.mean * scale
-            tokens = self.image_encoder(batch["clip"].to(device)).image_embeds[:, None]
-            keep = (torch.rand(b, generator=generator) >= self.config.uncond_probability).to(device, tokens.dtype)
-            tokens = tokens * keep[:, None, None]
+            conditional = (torch.rand(b, generator=generator) >= self.config.uncond_probability).to(device)
+            clip = batch["clip"].to(device) * conditional[:, None, None, None]  # Champ zeroes the unconditional CLIP input
+            tokens = self.image_encoder(clip).image_embeds[:, None]
         noise = torch.randn(latents.shape, generator=generator).to(device)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
         noisy = self.scheduler.add_noise(latents, noise, t)
         velocity = self.scheduler.get_velocity(latents, noise, t)
         with self.accelerator.autocast():
-            prediction = self.model(noisy, t, reference, tokens, batch["guidance"].to(device))
+            prediction = self.model(noisy, t, reference, tokens, batch["guidance"].to(device), conditional=conditional)
         return F.mse_loss(prediction.float(), velocity.float())
 
     def step(self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None) -> float:
@@ -221,13 +253,15 @@ class ClipDataset(torch.utils.data.Dataset):
             crop_h, crop_w = min(h0, round(w0 * h / w)), w0
         top, left = (h0 - crop_h) // 2, (w0 - crop_w) // 2
 
-        def load(i: int) -> torch.Tensor:  # [3, H, W] in [-1, 1]
+        def load(i: int) -> np.ndarray:  # [H, W, 3] uint8
             import cv2
 
             image = read_image(images[i])
             if image.shape[:2] != (h0, w0):
                 image = cv2.resize(image, (w0, h0), interpolation=cv2.INTER_AREA)
-            image = cv2.resize(image[top : top + crop_h, left : left + crop_w], (w, h), interpolation=cv2.INTER_AREA)
+            return cv2.resize(image[top : top + crop_h, left : left + crop_w], (w, h), interpolation=cv2.INTER_AREA)
+
+        def to_tensor(image: np.ndarray) -> torch.Tensor:  # [3, H, W] in [-1, 1]
             return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
 
         clip = condition[start : start + self.frames]
@@ -235,9 +269,9 @@ class ClipDataset(torch.utils.data.Dataset):
         maps = render_guidance(clip, camera, body_model=self.body_model)  # [F, 12, H, W]
         reference = load(ref_index)
         return {
-            "target": torch.stack([load(i) for i in range(start, start + self.frames)], dim=1),
-            "reference": reference,
-            "clip": clip_pixels((reference[None] + 1) / 2, self.clip_size)[0],
+            "target": torch.stack([to_tensor(load(i)) for i in range(start, start + self.frames)], dim=1),
+            "reference": to_tensor(reference),
+            "clip": clip_pixels(reference, self.clip_size)[0],
             "guidance": torch.from_numpy(maps).float().div(255.0).transpose(0, 1),
         }
 

@@ -19,10 +19,14 @@ The layout is the official ``pretrained_models`` folder of the Champ release
 A ``.safetensors`` file with the same stem is used in place of a ``.pth`` when present. ``.pth`` files
 are read with ``torch.load(weights_only=True)``. ``DIR/champ/champ/...`` (a weights root holding
 several pipelines' folders) is accepted too. No key is renamed: our modules use the official names.
+Loading is strict, with one exception: guidance-encoder files saved by Champ's training scripts also
+hold the tensors of ``guidance_attention``, a transformer block the encoder's forward pass never uses
+(the released files lack it); exactly those tensors are dropped, with one logged line.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -42,6 +46,10 @@ FOLDER_SOURCES = {
 CHECKPOINTS = ("denoising_unet", "reference_unet", "motion_module", *(f"guidance_encoder_{g}" for g in GUIDANCE_TYPES))
 SUBFOLDERS = {"image_encoder": "image_encoder", "vae": "sd-vae-ft-mse"}
 CONFIG_FILE = "model_config.json"
+# The unused block in guidance encoders saved by Champ's training scripts (see the module docstring).
+UNUSED_GUIDANCE_BLOCK = "guidance_attention"
+
+logger = logging.getLogger(__name__)
 
 
 def find_root(weights: Path) -> Path:
@@ -159,7 +167,21 @@ def load_champ_files(root: Path, reference_unet: nn.Module, denoising_unet: nn.M
     load_module(denoising_unet.unet, files, key_filter=lambda path, key: ("motion_modules" in key) == (path == motion_file))
     for g, encoder in guidance_encoders.items():
         path = checkpoint_path(root, f"guidance_encoder_{g}")
-        load_module(encoder, {path: read_checkpoint(path)})
+        load_module(encoder, {path: drop_unused_guidance_block(read_checkpoint(path), encoder, path)})
+
+
+def drop_unused_guidance_block(state: dict[str, torch.Tensor], encoder: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` without the ``guidance_attention.*`` tensors of a training-script checkpoint.
+
+    Only that block's own key names are dropped (it has the last transformer block's layout, so the
+    names are those of ``encoder.attentions[-1]``); any other extra tensor stays, for the strict check.
+    """
+    unused = {f"{UNUSED_GUIDANCE_BLOCK}.{key}" for key in encoder.attentions[-1].state_dict()}
+    dropped = unused & state.keys()
+    if not dropped:
+        return state
+    logger.info("%s: ignoring %d unused %s.* tensors (saved by Champ's training scripts)", path, len(dropped), UNUSED_GUIDANCE_BLOCK)
+    return {k: v for k, v in state.items() if k not in dropped}
 
 
 def save_checkpoints(folder: Path, modules: dict[str, nn.Module], config: ChampModelConfig) -> None:
