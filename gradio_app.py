@@ -2,15 +2,20 @@
 
     .venv/bin/python gradio_app.py      # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (default 127.0.0.1:7860)
 
-The app only calls studio's public API. Jobs run one at a time through the queue; each browser
-session writes into its own temporary folder, removed when the session ends. Only files uploaded
-through the page (or the bundled examples) are ever opened: a path sent by a client is refused unless
-it lies in Gradio's upload folder or in assets/.
+The app only calls studio's public API. Jobs run one at a time through the queue. Path policy:
+- nothing from a request becomes part of a path: a browser session's folder under WORK is named by a
+  digest of its session id, and every folder is checked to lie inside WORK before anything is
+  written or deleted (``session_dir``);
+- only files uploaded through the page (or the bundled examples) are ever opened: a path sent by a
+  client is refused unless it lies in Gradio's upload folder or in assets/ (``uploaded``);
+- WORK is emptied when the app starts (a killed server leaves no half-written files behind) and a
+  session's folder when its page closes.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio import validate
 from studio.errors import StudioError
 
 ROOT = Path(__file__).resolve().parent
@@ -49,6 +55,12 @@ def one_line_errors(fn):
             raise
         except StudioError as exc:
             raise gr.Error(without_server_paths(str(exc)), print_exception=False) from None
+        except OSError as exc:
+            from studio.outputs import USER_OS_ERRORS, os_error_message
+
+            if exc.errno not in USER_OS_ERRORS:
+                raise
+            raise gr.Error(without_server_paths(os_error_message(exc)), print_exception=False) from None
         except Exception as exc:  # a bug: keep the traceback in the server log only
             logger.exception("internal error")
             raise gr.Error(without_server_paths(f"internal error: {type(exc).__name__}: {exc}"), print_exception=False) from None
@@ -75,30 +87,67 @@ def uploaded(path: str | None, what: str) -> Path:
     return p
 
 
-def refuse_long(seconds: float, what: str) -> None:
+def refuse_long(path: Path, what: str) -> None:
+    """Refuse a video or motion longer than MAX_SECONDS before any work starts (read from its header)."""
+    from studio.motion import motion_duration
+
+    seconds = motion_duration(path)
     if seconds > MAX_SECONDS + 0.5:
         raise StudioError(f"the {what} is {seconds:.0f} s long; this demo takes up to {MAX_SECONDS:.0f} s (the studio CLI has no limit)")
 
 
-def check_length(path: Path) -> int:
-    """Refuse videos longer than MAX_SECONDS before any work starts; returns a video's frame count (0 for other files)."""
-    from studio.media import VIDEO_SUFFIXES, video_info
+def session_dir(request: gr.Request) -> Path:
+    """The session's folder: WORK/<digest of the session id>. The id is chosen by the browser, so it
+    never becomes part of a path itself (``..`` or ``../../x`` would name folders outside WORK)."""
+    digest = hashlib.sha256(str(request.session_hash or "anonymous").encode("utf-8", "replace")).hexdigest()[:32]
+    return inside_work(WORK / digest)
 
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        return 0
-    info = video_info(path)
-    refuse_long(info.num_frames / info.fps if info.fps else 0.0, "video")
-    return info.num_frames
+
+def inside_work(path: Path) -> Path:
+    """``path`` if it resolves inside WORK (and is not WORK itself); refused otherwise."""
+    resolved, base = path.resolve(), WORK.resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise StudioError("refused: a path outside the demo's work folder")
+    return resolved
 
 
 def session_folder(request: gr.Request) -> Path:
-    folder = WORK / (request.session_hash or "anonymous")
+    """A new folder for one job, inside the session's folder."""
+    folder = session_dir(request)
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=folder))  # one folder per job, inside the session's
+    return inside_work(Path(tempfile.mkdtemp(dir=folder)))
 
 
 def end_session(request: gr.Request) -> None:
-    shutil.rmtree(WORK / (request.session_hash or "anonymous"), ignore_errors=True)
+    try:
+        shutil.rmtree(session_dir(request), ignore_errors=True)
+    except StudioError:
+        logger.warning("refused to remove a folder outside %s", WORK)
+
+
+def reset_work() -> None:
+    """Empty WORK (the sessions of an earlier run are gone with its server)."""
+    if WORK.is_dir() and not WORK.is_symlink():
+        shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+
+
+def reference_image(**kwargs) -> gr.Image:
+    """A gr.Image that passes the uploaded file on unchanged (studio reads EXIF orientation, CMYK and
+    16-bit itself) and turns an upload that is not an image into one line naming it. (Wrapped rather
+    than subclassed: Gradio writes a .pyi stub beside the source of every component subclass.)"""
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    preprocess = image.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except Exception:
+            name = Path(getattr(payload, "orig_name", None) or "the upload").name
+            raise gr.Error(f"{name}: not a readable image; upload a photo (.jpg, .png, .webp)", print_exception=False) from None
+
+    image.preprocess = checked
+    return image
 
 
 class Tracker:
@@ -158,16 +207,20 @@ def pipelines_table() -> str:
 def run_pose(media: str | None, hands: bool, person: float | None, request: gr.Request, progress=gr.Progress()):
     """An image or video -> (preview image, preview video, guidance maps, motion.npz)."""
     from studio.fit import pose_file
-    from studio.media import IMAGE_SUFFIXES
+    from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_info
 
     path = uploaded(media, "an image or a video")
-    num_frames = check_length(path)
     is_image = path.suffix.lower() in IMAGE_SUFFIXES
+    num_frames = 1
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        refuse_long(path, "video")
+        num_frames = video_info(path).num_frames
     out = session_folder(request)
     preview = out / ("preview.png" if is_image else "preview.mp4")
     tracker = Tracker(progress)
     tracker.stage("estimating and fitting the body", 1 if is_image else num_frames)
-    chosen = None if person is None or person < 0 else int(person)
+    person = validate.integer(-1 if person is None else person, name="the person to follow", low=-1, high=99)
+    chosen = None if person < 0 else person
     result = pose_file(path, body_model=body_model(), hands=hands, person=chosen, preview=preview, on_frames=tracker.frames)
     motion = result.condition.save(out / "motion.npz", body_model=body_model())
     maps = result.condition[0].render(("depth", "normal", "semantic", "skeleton"), size=512, body_model=body_model())
@@ -194,12 +247,12 @@ def run_animate(reference: str | None, motion: str | None, backend: str, size: i
 
     ref = uploaded(reference, "a reference image")
     mot = uploaded(motion, "a motion (a video, a .bvh or a motion .npz)")
-    check_length(mot)
+    refuse_long(mot, "motion")
     if backend not in available_backends():
         raise StudioError(f"the '{backend}' backend cannot run here")
     out = session_folder(request)
     tracker = Tracker(progress)
-    config = AnimateConfig(backend=backend, size=int(min(max(size, 128), MAX_SIZE)))
+    config = AnimateConfig(backend=backend, size=validate.integer(size, name="the longer side", low=128, high=MAX_SIZE))
     result = animate(
         ref, mot, out / "animation.mp4", config=config, body_model=body_model(), side_by_side=out / "side_by_side.mp4",
         on_stage=tracker.stage, on_frames=tracker.frames,
@@ -211,21 +264,17 @@ def run_animate(reference: str | None, motion: str | None, backend: str, size: i
 @one_line_errors
 def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
     """A motion (.npz or .bvh) -> (maps video, first-frame maps)."""
-    from studio.condition import HumanCondition
     from studio.media import VideoWriter
-    from studio.motion import import_motion
+    from studio.motion import load_motion
     from studio.render import iter_map_video_frames
 
     path = uploaded(motion, "a motion (.npz or .bvh)")
-    if path.suffix.lower() == ".bvh":
-        condition = import_motion(path, body_model(), fps=30.0)
-    elif path.suffix.lower() == ".npz":
-        condition = HumanCondition.load(path)
-        if condition.body_model != "anny":
-            raise StudioError(f"this demo renders Anny motions; this one is for '{condition.body_model}' (use the CLI)")
-    else:
+    if path.suffix.lower() not in (".bvh", ".npz"):
         raise StudioError(f"{path.name}: give a motion .npz (from studio pose or studio motion import) or a .bvh")
-    refuse_long(condition.num_frames / condition.fps, "motion")
+    refuse_long(path, "motion")
+    condition, _ = load_motion(path, body_model())
+    if condition.body_model != "anny":
+        raise StudioError(f"this demo renders Anny motions; this one is for '{condition.body_model}' (use the CLI)")
     out = session_folder(request)
     maps = ("depth", "normal", "semantic", "skeleton")
     tracker = Tracker(progress)
@@ -242,6 +291,8 @@ def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
 
 
 def build_app() -> gr.Blocks:
+    from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
     with gr.Blocks(title="studio", delete_cache=(3600, 3600), analytics_enabled=False) as app:
         gr.Markdown(
             "# studio\nHuman animation from a photo, body guidance from images, videos and mocap: on a CPU, offline. "
@@ -250,8 +301,8 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Animate"):
             with gr.Row():
                 with gr.Column():
-                    reference = gr.Image(label="reference (one person, full body works best)", type="filepath", sources=["upload"], height=320)
-                    motion = gr.File(label="motion: a video, a .bvh or a motion .npz", file_types=[".mp4", ".mov", ".webm", ".mkv", ".avi", ".bvh", ".npz"])
+                    reference = reference_image(label="reference (one person, full body works best)", sources=["upload"], height=320)
+                    motion = gr.File(label="motion: a video, a .bvh or a motion .npz", file_types=[*VIDEO_SUFFIXES, ".bvh", ".npz"])
                     backends = available_backends()
                     backend = gr.Dropdown(backends, value=backends[-1], label="backend (only those that can run here)")
                     size = gr.Slider(128, MAX_SIZE, value=512, step=64, label="longer side (pixels)")
@@ -270,7 +321,7 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Pose"):
             with gr.Row():
                 with gr.Column():
-                    media = gr.File(label="an image or a video of a person", file_types=["image", "video"])
+                    media = gr.File(label="an image or a video of a person", file_types=[*IMAGE_SUFFIXES, *VIDEO_SUFFIXES])
                     hands = gr.Checkbox(value=True, label="hands and face")
                     person = gr.Number(value=-1, precision=0, minimum=-1, label="person to follow when several are in view (-1: the largest)")
                     pose_button = gr.Button("Estimate and fit", variant="primary")
@@ -309,7 +360,7 @@ def main() -> None:
     from studio.native_logs import filter_native_stderr
 
     filter_native_stderr()
-    WORK.mkdir(parents=True, exist_ok=True)
+    reset_work()
     app = build_app()
     app.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -42,12 +42,22 @@ def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     # Transient: the bar goes away when the work ends, so a failure leaves only its one-line error.
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True)
+    # Off where stderr is not a terminal (a log file, a pipe): there it would only print blank lines.
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal
+    )
 
 
-def _check_output(output: Path, suffixes: tuple[str, ...], what: str) -> None:
-    if output.suffix.lower() not in suffixes:
-        raise StudioError(f"{output}: {what} must end in {', '.join(suffixes)}")
+def _file_output(raw: str | None, suffixes: tuple[str, ...], what: str) -> Path | None:
+    """An output file option: it must name a file (not end in a slash) with one of ``suffixes``."""
+    if raw is None:
+        return None
+    if not raw.strip() or raw.endswith(("/", "\\")):
+        raise StudioError(f"{raw!r}: {what} must be a file name ending in {', '.join(suffixes)}, not a folder")
+    path = Path(raw)
+    if path.suffix.lower() not in suffixes:
+        raise StudioError(f"{path}: {what} must end in {', '.join(suffixes)}")
+    return path
 
 
 @app.command()
@@ -89,24 +99,27 @@ def render(
     import numpy as np
     from studio.body import load_body_model
     from studio.condition import HumanCondition
-    from studio.media import VIDEO_SUFFIXES, VideoWriter, atomic_path, write_image
+    from studio.media import VIDEO_OUTPUT_SUFFIXES, VideoWriter, atomic_path, write_image
     from studio.render import iter_map_video_frames, parse_maps
 
+    from studio import validate
+    from studio.outputs import Publication
+
     names = parse_maps(maps)
-    cond = HumanCondition.load(motion)
-    model = load_body_model(cond.body_model, model_dir=body_model_dir)
+    size = validate.size(size)
     as_dir = output.endswith(("/", "\\")) or Path(output).is_dir()
     output = Path(output)
     video_names = [n for n in names if n != "depth_metric"]
     if not as_dir:
-        if output.suffix.lower() not in VIDEO_SUFFIXES:
-            raise StudioError(f"{output}: video output must end in {', '.join(VIDEO_SUFFIXES)} (or give DIR/ for PNGs)")
+        if output.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
+            raise StudioError(f"{output}: video output must end in {', '.join(VIDEO_OUTPUT_SUFFIXES)} (or give DIR/ for PNGs)")
         if not video_names:
             raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
-    with _progress("rendering") as progress:
+    cond = HumanCondition.load(motion)
+    model = load_body_model(cond.body_model, model_dir=body_model_dir)
+    with Publication({"-o": output}, inputs={"MOTION": motion}, folders=("-o",) if as_dir else ()), _progress("rendering") as progress:
         task = progress.add_task("render", total=cond.num_frames)
         if as_dir:
-            output.mkdir(parents=True, exist_ok=True)
             frame = 0
             for chunk in cond.iter_render(names, size=size, body_model=model, chunk_size=16):
                 n = len(next(iter(chunk.values())))
@@ -132,27 +145,31 @@ def render(
 @app.command()
 def pose(
     media: Path = typer.Argument(..., help="An image or a video of a person."),
-    output: Path = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
+    output: str = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
     body: str = typer.Option("anny", "--body", help="Body model: anny (embedded) or smplx (your model files)."),
     person: int | None = typer.Option(None, "--person", help="Whom to follow when several people are in view (0 = largest)."),
-    preview: Path | None = typer.Option(None, "--preview", help="Also write the input with the fitted body over it (.mp4 for videos, .png for images)."),
+    preview: str | None = typer.Option(None, "--preview", help="Also write the input with the fitted body over it (.mp4 for videos, .png for images)."),
     hands: bool | None = typer.Option(None, "--hands/--no-hands", help="Track and fit fingers (default: on for images, off for videos)."),
     focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels (default: the image's longer side)."),
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
 ) -> None:
     """Estimate and fit a body to one person in an image or a video; write a motion .npz."""
+    from studio import validate
     from studio.body import load_body_model
     from studio.fit import FitConfig, pose_file
-    from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_info
+    from studio.media import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES, VIDEO_SUFFIXES, video_info
+    from studio.outputs import Publication
 
-    _check_output(output, (".npz",), "the motion file")
+    output = _file_output(output, (".npz",), "the motion file")
+    is_video = media.suffix.lower() in VIDEO_SUFFIXES
+    preview = _file_output(preview, VIDEO_OUTPUT_SUFFIXES if is_video else IMAGE_SUFFIXES, f"the preview of {'a video' if is_video else 'an image'}")
+    if focal is not None:
+        focal = validate.focal(focal, name="--focal")
     if not media.is_file():
         raise StudioError(f"{media}: no such file")
     model = load_body_model(body, model_dir=body_model_dir)
-    total = video_info(media).num_frames if media.suffix.lower() in VIDEO_SUFFIXES else 1
-    if media.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-        total = 1  # pose_file names the problem
-    with _progress("fitting") as progress:
+    total = video_info(media).num_frames if is_video else 1
+    with Publication({"-o": output, "--preview": preview}, inputs={"INPUT": media}), _progress("fitting") as progress:
         task = progress.add_task("pose", total=total)
         result = pose_file(
             media,
@@ -164,7 +181,7 @@ def pose(
             on_frames=lambda n: progress.advance(task, n),
         )
         progress.update(task, total=result.condition.num_frames, completed=result.condition.num_frames)
-    result.condition.save(output, body_model=model)
+        result.condition.save(output, body_model=model)
     notes = []
     if result.num_people > 1:
         notes.append(f"{result.num_people} people in view, followed person {result.person} (choose with --person)")
@@ -180,26 +197,30 @@ def pose(
 def animate(
     reference: Path = typer.Argument(..., help="An image of one person (full body works best)."),
     motion: Path = typer.Argument(..., help="A video, a .bvh, or a motion .npz (from studio pose / studio motion import)."),
-    output: Path = typer.Option(Path("outputs/animation.mp4"), "-o", "--output", help="The video to write."),
+    output: str = typer.Option("outputs/animation.mp4", "-o", "--output", help="The video to write."),
     backend: str = typer.Option("auto", "--backend", help="auto (champ when its weights are found, else mesh), mesh or champ."),
     weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
     size: int = typer.Option(512, "--size", help="Longer side of the output in pixels."),
-    guidance_out: Path | None = typer.Option(None, "--guidance-out", help="Also write the guidance maps as a video."),
-    side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write reference | motion | guidance | result."),
+    guidance_out: str | None = typer.Option(None, "--guidance-out", help="Also write the guidance maps as a video."),
+    side_by_side: str | None = typer.Option(None, "--side-by-side", help="Also write reference | motion | guidance | result."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished chunk."),
     person: int | None = typer.Option(None, "--person", help="Which person of the reference to animate (0 = largest)."),
     steps: int | None = typer.Option(None, "--steps", help="Denoising steps of a diffusion backend (default: its own, 20 for champ)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed of a diffusion backend."),
 ) -> None:
     """Animate the person in REFERENCE with MOTION (the README's main job)."""
+    from studio import validate
     from studio.animate import AnimateConfig
     from studio.animate import animate as run_animate
     from studio.body import load_body_model
+    from studio.media import VIDEO_OUTPUT_SUFFIXES
 
-    if size < 64 or size > 4096:
-        raise StudioError(f"--size must be between 64 and 4096, got {size}")
-    if steps is not None and steps < 1:
-        raise StudioError(f"--steps must be at least 1, got {steps}")
+    output = _file_output(output, VIDEO_OUTPUT_SUFFIXES, "the output")
+    guidance_out = _file_output(guidance_out, VIDEO_OUTPUT_SUFFIXES, "--guidance-out")
+    side_by_side = _file_output(side_by_side, VIDEO_OUTPUT_SUFFIXES, "--side-by-side")
+    size = validate.integer(size, name="--size", low=64, high=validate.MAX_SIZE)
+    if steps is not None:
+        steps = validate.integer(steps, name="--steps", low=1, high=1000)
     config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person, steps=steps, seed=seed)
     model = load_body_model("anny")
     with _progress("{task.description}") as progress:
@@ -228,7 +249,7 @@ app.add_typer(motion_app, name="motion")
 @motion_app.command("import")
 def motion_import(
     source: Path = typer.Argument(..., help="A .bvh (SMPL-X, CMU or Mixamo names) or SMPL-X/AMASS .npz."),
-    output: Path = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
+    output: str = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
     body: str = typer.Option("anny", "--body", help="Body model to retarget onto: anny or smplx."),
     fps: float = typer.Option(30.0, "--fps", help="Resample to this frame rate (0: keep the file's)."),
     up: str = typer.Option("auto", "--up", help="Up axis of an .npz: auto (z for AMASS files), y or z."),
@@ -236,24 +257,26 @@ def motion_import(
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
 ) -> None:
     """Retarget a mocap file onto a body model, with a camera that frames it."""
+    from studio import validate
     from studio.body import load_body_model
     from studio.motion import import_motion
+    from studio.outputs import Publication
 
-    _check_output(output, (".npz",), "the motion file")
-    try:
-        h, w = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise StudioError(f"--size must look like 640x480 (height x width), got '{size}'") from None
+    output = _file_output(output, (".npz",), "the motion file")
+    image_size = validate.image_size(size)
+    up = validate.one_of(up, ("auto", "y", "z"), name="--up")
+    fps = None if fps == 0 else validate.fps(fps, name="--fps")
     model = load_body_model(body, model_dir=body_model_dir)
-    cond = import_motion(source, model, fps=fps if fps > 0 else None, up=up, image_size=(h, w))
-    cond.save(output, body_model=model)
+    with Publication({"-o": output}, inputs={"SOURCE": source}):
+        cond = import_motion(source, model, fps=fps, up=up, image_size=image_size)
+        cond.save(output, body_model=model)
     console.print(f"wrote {output} ({cond.num_frames} frames at {cond.fps:g} fps, {model.name} body)", highlight=False)
 
 
 @motion_app.command("export")
 def motion_export(
     motion: Path = typer.Argument(..., help="A motion .npz from studio."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .bvh to write."),
+    output: str = typer.Option(..., "-o", "--output", help="The .bvh to write."),
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (smplx motions)."),
 ) -> None:
     """Write a motion as BVH (SMPL-X joint names, metres, Y up) for Blender and other tools."""
@@ -261,45 +284,71 @@ def motion_export(
     from studio.condition import HumanCondition
     from studio.motion import export_bvh
 
-    _check_output(output, (".bvh",), "the BVH file")
+    from studio.outputs import Publication
+
+    output = _file_output(output, (".bvh",), "the BVH file")
     cond = HumanCondition.load(motion)
     model = load_body_model(cond.body_model, model_dir=body_model_dir)
-    export_bvh(cond, output, body_model=model)
+    with Publication({"-o": output}, inputs={"MOTION": motion}):
+        export_bvh(cond, output, body_model=model)
     console.print(f"wrote {output} ({cond.num_frames} frames, 55 joints)", highlight=False)
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turn errors into one line each."""
-    from studio.native_logs import filter_native_stderr
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: sys.argv[1:]) and return the exit status, with every
+    error turned into one line: 1 for a user's mistake, 2 for a usage error or a bug (with
+    ``internal error``), 130 for Ctrl-C. ``--debug`` lets the traceback through."""
+    from studio.outputs import USER_OS_ERRORS, os_error_message
 
-    filter_native_stderr()
     console.file = sys.stderr
+    _state["debug"] = False
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into an exit code when not in standalone mode
             raise KeyboardInterrupt
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.ClickException as exc:
+        return code if isinstance(code, int) else 0
+    except (click.exceptions.ClickException, typer.TyperException) as exc:  # usage errors (typer vendors its own click)
+        if not hasattr(exc, "show"):
+            raise
         exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        return getattr(exc, "exit_code", 2)
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         console.print("[red]interrupted[/]; no output that looks complete was left behind (studio animate: --resume continues)", soft_wrap=True)
-        sys.exit(130)
-    except StudioError as exc:
+        return 130
+    except (StudioError, OSError, MemoryError) as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        if isinstance(exc, OSError) and exc.errno not in USER_OS_ERRORS:
+            return _internal_error(exc)
+        if isinstance(exc, OSError):
+            message = os_error_message(exc)
+        elif isinstance(exc, MemoryError):
+            message = "out of memory; try a smaller --size or a shorter input"
+        else:
+            message = str(exc)
+        console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return 1
     except Exception as exc:  # a bug: still one line, the traceback on request
         if _state["debug"]:
             raise
-        console.print(
-            f"[red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(2)
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> int:
+    console.print(
+        f"[red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 2
+
+
+def main() -> None:
+    """Console-script entry point: filter native log chatter, run, exit with run()'s status."""
+    from studio.native_logs import filter_native_stderr
+
+    filter_native_stderr()
+    sys.exit(run())
 
 
 if __name__ == "__main__":

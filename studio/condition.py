@@ -26,6 +26,7 @@ The world frame is the body model's: Y up, the body facing +Z at zero rotation.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -142,8 +143,8 @@ class HumanCondition:
                     f"body parameter '{key}' must be [T, D] with T={T} frames (the camera's), "
                     f"got {list(value.shape)}"
                 )
-        if not (self.fps > 0):
-            raise StudioError(f"fps must be positive, got {self.fps}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise StudioError(f"fps must be positive and finite, got {self.fps}")
         object.__setattr__(self, "body", body)
         object.__setattr__(self, "fps", float(self.fps))
 
@@ -204,10 +205,15 @@ class HumanCondition:
         with torch.no_grad():
             return model({k: v.to(model.skin_weights.device) for k, v in params.items()})
 
-    def joints3d(self, body_model=None) -> torch.Tensor:
-        """Joints in camera space, metres (OpenCV axes): [T, J, 3]."""
-        joints = self.posed(body_model).joints
-        return world_to_camera(joints, self.camera.extrinsics.to(joints.device))
+    def joints3d(self, body_model=None, *, chunk_size: int = 256) -> torch.Tensor:
+        """Joints in camera space, metres (OpenCV axes): [T, J, 3]. The body model runs over chunks of
+        frames, so memory stays bounded for long motions."""
+        parts = []
+        for start in range(0, self.num_frames, chunk_size):
+            frames = slice(start, start + chunk_size)
+            joints = self.posed(body_model, frames=frames).joints
+            parts.append(world_to_camera(joints, self.camera.extrinsics[frames].to(joints.device)))
+        return torch.cat(parts)
 
     def render(
         self,
@@ -299,6 +305,10 @@ class HumanCondition:
         for key in ("body_model", "camera_K", "camera_extrinsics", "image_size", "fps"):
             if key not in arrays:
                 raise StudioError(f"{path}: missing entry '{key}'")
+        try:
+            arrays = _validated(arrays)
+        except StudioError as exc:
+            raise StudioError(f"{path}: {exc}") from None
         body = {k[5:]: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k.startswith("body/")}
         try:
             h, w = (int(x) for x in arrays["image_size"])
@@ -321,6 +331,29 @@ class HumanCondition:
             if dims[key] is not None and value.shape[1] != dims[key]:
                 raise StudioError(f"{path}: body parameter '{key}' must be [T, {dims[key]}], got {list(value.shape)}")
         return cond
+
+
+def _validated(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The numbers of a condition file checked before use: finite, in range, a bounded frame count."""
+    from studio import validate
+
+    K = np.asarray(arrays["camera_K"])
+    if K.ndim != 3:
+        raise StudioError(f"camera_K must be [T, 3, 3], got {list(K.shape)}")
+    validate.frame_count(K.shape[0], what="the motion")
+    validate.intrinsics(K)
+    validate.finite(arrays["camera_extrinsics"], name="camera_extrinsics", limit=validate.MAX_COORDINATE)
+    size = validate.finite(arrays["image_size"], name="image_size")
+    if size.shape != (2,) or size.min() < 1 or size.max() > 65536:
+        raise StudioError(f"image_size must be (height, width) of 1..65536 pixels, got {size.tolist()}")
+    fps = validate.finite(arrays["fps"], name="fps")
+    if fps.size != 1:
+        raise StudioError(f"fps must be one number, got {list(fps.shape)}")
+    validate.fps(float(fps.reshape(-1)[0]))
+    for key, value in arrays.items():
+        if key.startswith("body/"):
+            validate.finite(value, name=f"body parameter '{key[5:]}'", limit=validate.MAX_COORDINATE)
+    return arrays
 
 
 def world_to_camera(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:

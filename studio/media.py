@@ -6,41 +6,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import logging
 import os
+import subprocess
 import tempfile
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from studio import validate
 from studio.errors import StudioError
+from studio.outputs import atomic_path
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")  # what studio reads
+VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")  # what it writes (H.264)
 # imageio-ffmpeg logs a warning whenever ffmpeg scales frames on decode, which studio asks for.
 logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -63,54 +50,101 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
 
 
 class VideoWriter:
-    """Streams RGB frames to an H.264 mp4 (imageio-ffmpeg's bundled ffmpeg), atomically.
+    """Streams RGB frames to an H.264 video through imageio-ffmpeg's bundled ffmpeg, atomically.
 
-    Use as a context manager: the file appears at ``path`` only if the block finishes without error.
+    Use as a context manager: the file appears at ``path`` only if the block finishes without error,
+    ffmpeg exits cleanly, and the written file holds every frame (a full disk that cuts the file short
+    is an error, never a published video).
     """
 
     def __init__(self, path: str | Path, *, fps: float, quality: int = 8) -> None:
         self.path = Path(path)
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise StudioError(f"{self.path}: video output must end in {', '.join(VIDEO_SUFFIXES)}")
-        self.fps = float(fps)
-        self.quality = quality
-        self._atomic = atomic_path(self.path)
-        self._writer = None
+        if self.path.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
+            raise StudioError(f"{self.path}: video output must end in {', '.join(VIDEO_OUTPUT_SUFFIXES)}")
+        self.fps = validate.fps(fps, name="the video's frame rate")
+        self.crf = round((1 - quality / 10) * 51)  # imageio's quality scale, 0-10
+        self._process: subprocess.Popen | None = None
+        self._log = None
         self.frames_written = 0
 
     def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         return self
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one [H, W, 3] uint8 frame (H and W even)."""
+    def _start(self, h: int, w: int) -> None:
         import imageio_ffmpeg
 
+        self.frame_shape = (h, w, 3)
+        pad = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if h % 2 or w % 2 else []
+        cmd = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-nostdin",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:.6g}", "-i", "-",
+            "-an", "-c:v", "libx264", "-crf", str(self.crf), "-pix_fmt", "yuv420p", *pad, str(self._tmp),
+        ]  # fmt: skip
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one [H, W, 3] uint8 frame (every frame the size of the first)."""
         frame = np.ascontiguousarray(to_rgb(frame))
-        if self._writer is None:
-            h, w = frame.shape[:2]
-            self._writer = imageio_ffmpeg.write_frames(
-                str(self._tmp),
-                (w, h),
-                fps=self.fps,
-                codec="libx264",
-                quality=self.quality,
-                macro_block_size=2,
-                output_params=["-pix_fmt", "yuv420p"] if h % 2 == 0 and w % 2 == 0 else [],
-                ffmpeg_log_level="error",
-            )
-            self._writer.send(None)
-        self._writer.send(frame)
+        if self._process is None:
+            self._start(*frame.shape[:2])
+        if frame.shape != self.frame_shape or frame.dtype != np.uint8:
+            raise ValueError(f"video frames must all be {list(self.frame_shape)} uint8, got {list(frame.shape)} {frame.dtype}")
+        try:
+            self._process.stdin.write(frame.data)
+        except (BrokenPipeError, OSError):
+            self._finish()  # raises with ffmpeg's reason
+            raise
         self.frames_written += 1
 
+    def _finish(self) -> None:
+        """Close ffmpeg and check what it wrote; raise OSError (ENOSPC) or StudioError on failure."""
+        import imageio_ffmpeg
+
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        code = process.wait()
+        self._log.seek(0)
+        log = self._log.read().decode(errors="replace").strip()
+        self._log.close()
+        if "No space left" in log or _nearly_full(self._tmp.parent):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        if code != 0:
+            raise StudioError(f"{self.path}: the video encoder failed ({_first_line(log) if log else f'exit code {code}'})")
+        try:
+            written = imageio_ffmpeg.count_frames_and_secs(str(self._tmp))[0]
+        except (RuntimeError, OSError) as exc:
+            raise StudioError(f"{self.path}: the written video cannot be read back ({_first_line(exc)})") from exc
+        if written != self.frames_written:
+            raise StudioError(f"{self.path}: the encoder wrote {written} of {self.frames_written} frames")
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if exc_type is None and self.frames_written == 0:
-            exc_type, exc = StudioError, StudioError(f"{self.path}: no frames to write")
-            self._atomic.__exit__(exc_type, exc, None)
-            raise exc
+        try:
+            if exc_type is None and self.frames_written == 0:
+                raise StudioError(f"{self.path}: no frames to write")
+            if exc_type is None:
+                self._finish()
+            elif self._process is not None:
+                self._process.kill()
+                self._process.wait()
+                self._process = None
+        except BaseException as failure:
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
         self._atomic.__exit__(exc_type, exc, tb)
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -154,22 +188,31 @@ class VideoReader:
             meta = next(self._gen)
         except (RuntimeError, OSError, StopIteration) as exc:
             raise StudioError(f"{self.path}: not a readable video ({_first_line(exc)})") from exc
-        w, h = meta["size"]
-        sw, sh = meta.get("source_size") or meta["size"]
-        fps = float(meta.get("fps") or 0.0)
-        if not fps > 0:
+        w, h = meta["size"]  # what ffmpeg yields: rotated as displayed (ffmpeg applies rotation metadata), scaled
+        sw, sh = meta.get("source_size") or meta["size"]  # as stored
+        if _rotated(stored=(sw, sh), shown=(w, h)):
+            sw, sh = sh, sw
+        try:
+            fps = validate.fps(float(meta.get("fps") or 0.0), name="its frame rate")
+            if sw * sh > validate.MAX_IMAGE_PIXELS:
+                raise StudioError(f"its frames are {sw}x{sh}; studio takes up to {validate.MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            duration = float(meta.get("duration") or 0.0)
+            num_frames = max(1, round(duration * fps)) if np.isfinite(duration) else 1
+            validate.frame_count(num_frames, what="the video")
+        except StudioError as exc:
             self.close()
-            raise StudioError(f"{self.path}: the video has no frame rate")
-        duration = float(meta.get("duration") or 0.0)
+            raise StudioError(f"{self.path}: {exc}") from None
         self.size = (int(h), int(w))
-        self.info = VideoInfo(size=(int(sh), int(sw)), fps=fps, num_frames=max(1, round(duration * fps)))
+        self.info = VideoInfo(size=(int(sh), int(sw)), fps=fps, num_frames=num_frames)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         h, w = self.size
         try:
-            for buf in self._gen:
+            for count, buf in enumerate(self._gen, start=1):
                 if len(buf) != w * h * 3:
                     break
+                if count > validate.MAX_FRAMES:  # the container's duration understated the length
+                    validate.frame_count(count, what=str(self.path))
                 yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
         except RuntimeError as exc:
             raise StudioError(f"{self.path}: the video is damaged ({_first_line(exc)})") from exc
@@ -178,6 +221,16 @@ class VideoReader:
 
     def close(self) -> None:
         self._gen.close()
+
+
+def _rotated(*, stored: tuple[int, int], shown: tuple[int, int]) -> bool:
+    """Whether ffmpeg turned (width, height) frames by 90 degrees (rotation metadata), judged by which
+    of the stored size and its transpose has the aspect of what it yields (which may be scaled)."""
+    (sw, sh), (w, h) = stored, shown
+    if sw == sh or min(sw, sh, w, h) <= 0:
+        return False
+    aspect = np.log(w / h)
+    return abs(aspect - np.log(sh / sw)) < abs(aspect - np.log(sw / sh))
 
 
 def video_info(path: str | Path) -> VideoInfo:
@@ -193,21 +246,53 @@ def read_video_frames(path: str | Path, *, max_side: int | None = None) -> Itera
 
 
 def read_npz(path: str | Path, *, what: str = ".npz file") -> dict[str, np.ndarray]:
-    """All arrays of an .npz (no pickles); one StudioError naming ``what`` for a missing or
-    unreadable file."""
+    """All arrays of an .npz; one StudioError naming ``what`` for a missing or unreadable file.
+
+    Pickled objects are refused, and so is an archive whose arrays would take more than
+    ``validate.MAX_NPZ_BYTES`` once decompressed: their headers are read first, so a small file cannot
+    make studio allocate gigabytes.
+    """
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise StudioError(f"{path}: a single .npy array renamed .npz, not a readable {what}")
+    if not magic.startswith(b"PK"):
+        raise StudioError(f"{path}: not a readable {what} (not an .npz archive)")
     try:
+        _check_npz_members(path)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
-        raise StudioError(f"{path}: not a readable {what}: {exc}") from exc
+    except StudioError as exc:
+        raise StudioError(f"{path}: not a readable {what}: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError, io.UnsupportedOperation, zlib.error) as exc:
+        raise StudioError(f"{path}: not a readable {what}: {_first_line(exc)}") from exc
+
+
+def _check_npz_members(path: Path) -> None:
+    """Read every member's .npy header (a few bytes each) and refuse pickles and oversized arrays."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                shape, _, dtype = np.lib.format._read_array_header(member, version)
+            if dtype.hasobject:
+                raise StudioError(f"'{info.filename[:-4]}' holds Python objects, which studio never unpickles")
+            total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if total > validate.MAX_NPZ_BYTES:
+                raise StudioError(f"its arrays would take over {validate.MAX_NPZ_BYTES >> 30} GB in memory")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as [H, W, 3] uint8 RGB; StudioError if it is missing, empty or not an image."""
-    import imageio.v3 as iio
+    """An image file as [H, W, 3] uint8 RGB, upright as its EXIF orientation says, CMYK and 16-bit
+    converted, transparency composited over white; StudioError if it is missing, empty, not an image,
+    or of a size studio refuses (see ``studio.validate``)."""
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if not path.is_file():
@@ -215,21 +300,36 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise StudioError(f"{path}: the file is empty")
     try:
-        image = np.asarray(iio.imread(path))
-    except Exception as exc:  # imageio raises many types for undecodable data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # studio's own limit follows
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > validate.MAX_IMAGE_PIXELS:
+                raise StudioError(f"{path}: the image is {w}x{h} pixels; studio takes up to {validate.MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            if min(w, h) < validate.MIN_IMAGE_SIDE:
+                raise StudioError(f"{path}: the image is {w}x{h} pixels; studio needs at least {validate.MIN_IMAGE_SIDE} pixels a side")
+            image = _pil_to_rgb(ImageOps.exif_transpose(im))
+    except StudioError:
+        raise
+    except Image.DecompressionBombError:
+        raise StudioError(f"{path}: the image is larger than studio takes ({validate.MAX_IMAGE_PIXELS // 1_000_000} megapixels)") from None
+    except Exception as exc:  # Pillow raises many types for undecodable data
         raise StudioError(f"{path}: not a readable image ({_first_line(exc)})") from exc
-    if image.ndim == 4:  # animated: the first frame
-        image = image[0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 16:
-        raise StudioError(f"{path}: not an RGB image (shape {list(image.shape)})")
-    if image.dtype != np.uint8:
-        image = (image / max(1, np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1) * 255).clip(0, 255).astype(np.uint8)
-    if image.shape[2] == 4:  # composite transparency over white
-        a = image[..., 3:4].astype(np.float32) / 255.0
-        image = (image[..., :3] * a + 255.0 * (1 - a)).astype(np.uint8)
-    return np.ascontiguousarray(to_rgb(image))
+    return image
+
+
+def _pil_to_rgb(im) -> np.ndarray:
+    """A Pillow image of any mode -> [H, W, 3] uint8 RGB."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit grey and float
+        a = np.asarray(im).astype(np.float64)
+        peak = 1.0 if im.mode == "F" and a.max(initial=0) <= 1.0 else (255.0 if a.max(initial=0) <= 255 else 65535.0)
+        return np.ascontiguousarray(to_rgb((a / peak * 255.0).clip(0, 255).astype(np.uint8)))
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        a = np.asarray(im.convert("RGBA")).astype(np.float32)
+        alpha = a[..., 3:4] / 255.0
+        return np.ascontiguousarray((a[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8))
+    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
 def hstack_frames(frames: list[np.ndarray], *, labels: list[str] | None = None) -> np.ndarray:

@@ -73,7 +73,7 @@ def test_errors_name_uploads_without_server_paths(tmp_path, work, monkeypatch):
 
 def test_render_job(work):
     video, gallery = gradio_app.run_render(str(ASSETS / "media" / "cmu_02_03_run.bvh"), request(), progress=no_progress)
-    assert Path(video).is_file() and Path(video).is_relative_to(work / "test-session")
+    assert Path(video).is_file() and Path(video).is_relative_to(gradio_app.session_dir(request()))
     assert [name for _, name in gallery] == ["depth", "normal", "semantic", "skeleton"]
     assert gallery[1][0].shape[2] == 3 and gallery[1][0].max() > 0
 
@@ -85,8 +85,10 @@ def test_pose_job_on_an_image(work):
     assert image["visible"] and not video["visible"] and Path(image["value"]).is_file()
     assert HumanCondition.load(motion).num_frames == 1 and summary.startswith("1 frame(s) fitted")
     assert len(gallery) == 4
+    folder = gradio_app.session_dir(request())
+    assert folder.is_dir() and folder.parent == work.resolve()
     gradio_app.end_session(request())
-    assert not (work / "test-session").exists()
+    assert not folder.exists() and work.is_dir()
 
 
 def test_backends_and_pipelines_come_from_the_registry():
@@ -160,3 +162,57 @@ def test_animate_example_in_a_real_browser(served_app):
     while sessions.exists() and any(sessions.iterdir()) and time.time() < deadline:
         time.sleep(0.5)  # the page's unload event removes the session's folder
     assert not any(sessions.iterdir())
+
+
+def test_session_folders_are_digests_inside_work(work):
+    for hostile in ("..", "../../x", "/etc", "a/../../b", "", None):
+        folder = gradio_app.session_dir(request(hostile))
+        assert folder.parent == work.resolve() and len(folder.name) == 32
+    gradio_app.end_session(request(".."))
+    assert work.parent.is_dir()
+
+
+@pytest.mark.slow
+def test_hostile_requests_over_http(served_app):
+    """Crafted requests against the running server: a traversing session hash in the heartbeat and in
+    a job, a motion over the length limit, and a file that is not an image as the reference."""
+    import http.client
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, tmp = served_app
+    work = tmp / "studio-gradio"
+    canary = tmp / "canary.txt"
+    canary.write_text("must survive")
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/gradio_api/heartbeat/..")  # then hang up: the app's unload event runs for session ".."
+    assert conn.getresponse().read1(64).startswith(b"data:")
+    conn.close()
+    time.sleep(3)
+    assert canary.is_file() and work.is_dir()
+
+    client = Client(url, verbose=False)
+    client.session_hash = "../../x"
+    video, _ = client.predict(handle_file(str(ASSETS / "media" / "cmu_02_03_run.bvh")), api_name="/run_render")
+    assert Path(video).is_file()
+    outside = [p for p in (tmp.parent / "x", tmp / "x", work.parent / "x") if p.exists()]
+    assert not outside, outside
+    sessions = [p for p in work.iterdir()]
+    assert len(sessions) == 1 and len(sessions[0].name) == 32  # the digest, not the hash
+    assert list(sessions[0].rglob("maps.mp4"))
+
+    long_bvh = tmp / "long.bvh"
+    long_bvh.write_text((ASSETS / "media" / "cmu_02_03_run.bvh").read_text().replace("Frame Time: .0083333", "Frame Time: 0.35"))
+    jobs = list(sessions[0].iterdir())
+    with pytest.raises(AppError, match=r"the motion is 61 s long; this demo takes up to 20 s"):
+        client.predict(handle_file(str(long_bvh)), api_name="/run_render")
+    assert list(sessions[0].iterdir()) == jobs  # refused from the header, before any work or folder
+
+    not_an_image = tmp / "notes.jpg"
+    not_an_image.write_text("these are notes")
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(not_an_image)), handle_file(str(ASSETS / "media" / "cmu_02_03_run.bvh")), "mesh", 256, api_name="/run_animate")
+    message = str(error.value)
+    assert "notes.jpg: not a readable image" in message and str(tmp) not in message and len(message.splitlines()) == 1, message

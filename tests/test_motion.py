@@ -106,7 +106,7 @@ def test_smplx_field_npz_import(run, anny, tmp_path):
         ("notes.bvh", "hello world", "not a valid BVH"),
         ("cut.bvh", RUN.read_text()[: len(RUN.read_text()) // 2], "truncated"),
         ("no_legs.bvh", "HIERARCHY\nROOT Hips\n{\nOFFSET 0 0 0\nCHANNELS 3 Xposition Yposition Zposition\n}\nMOTION\nFrames: 1\nFrame Time: 0.1\n0 0 0\n", "cannot map"),
-        ("bad.npz", "not a zip", "not a readable .npz"),
+        ("bad.npz", "not a zip", "not a readable SMPL-X motion"),
         ("motion.txt", "x", "unsupported motion file"),
     ],
 )

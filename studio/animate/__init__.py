@@ -26,7 +26,9 @@ import numpy as np
 from studio.body.base import BodyModel
 from studio.condition import HumanCondition
 from studio.errors import StudioError
-from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReader, VideoWriter, atomic_path, hstack_frames, read_image
+from studio.media import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES, VideoReader, VideoWriter, atomic_path, hstack_frames, read_image
+from studio.motion.loader import load_motion, motion_duration
+from studio.outputs import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -102,37 +104,6 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def load_motion(path: str | Path, body_model: BodyModel, *, on_frames: Callable[[int], None] | None = None) -> tuple[HumanCondition, str]:
-    """A motion from a video (estimated and fitted), a BVH, a studio motion .npz or an SMPL-X .npz.
-
-    Returns: (condition, kind) with kind "video", "bvh" or "npz".
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StudioError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        from studio.fit import pose_video
-
-        result = pose_video(path, body_model=body_model, on_frames=on_frames)
-        return result.condition, "video"
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                is_condition = "format" in data.files
-        except Exception as exc:  # undecodable archives: one line
-            raise StudioError(f"{path}: not a readable .npz file ({exc})") from exc
-        if is_condition:
-            return HumanCondition.load(path), "npz"
-    if suffix in (".bvh", ".npz"):
-        from studio.motion import import_motion
-
-        return import_motion(path, body_model, fps=None if suffix == ".npz" else 30.0), suffix[1:]
-    raise StudioError(
-        f"{path}: unsupported motion '{suffix or '(no suffix)'}'; give a video ({', '.join(VIDEO_SUFFIXES)}), a .bvh or a motion .npz"
-    )
-
-
 def output_size(image_size: tuple[int, int], longer: int) -> tuple[int, int]:
     """(height, width) with the longer side ``longer``, the aspect of ``image_size``, both even."""
     h, w = image_size
@@ -169,11 +140,40 @@ def animate(
     config = config or AnimateConfig()
     reference, motion, output = Path(reference), Path(motion), Path(output)
     for path, what in ((output, "the output"), (guidance_out, "--guidance-out"), (side_by_side, "--side-by-side")):
-        if path is not None and Path(path).suffix.lower() not in VIDEO_SUFFIXES:
-            raise StudioError(f"{path}: {what} must end in {', '.join(VIDEO_SUFFIXES)}")
+        if path is not None and Path(path).suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
+            raise StudioError(f"{path}: {what} must end in {', '.join(VIDEO_OUTPUT_SUFFIXES)}")
     if reference.suffix.lower() not in IMAGE_SUFFIXES:
         raise StudioError(f"{reference}: the reference must be an image ({', '.join(IMAGE_SUFFIXES)})")
+    settings_path = output.with_suffix(".json")
+    partial = output.with_name(output.name + ".partial")
+    outputs = {"-o": output, "--guidance-out": guidance_out, "--side-by-side": side_by_side, "the settings file": settings_path}
+    # Every output is published together when all are complete; the checkpoint folder goes after that.
+    with Publication(outputs, inputs={"REFERENCE": reference, "MOTION": motion, "the checkpoint folder": partial}):
+        result = _animate(
+            reference, motion, output, config=config, body_model=body_model, resume=resume, guidance_out=guidance_out,
+            side_by_side=side_by_side, on_stage=on_stage, on_frames=on_frames, partial=partial, settings_path=settings_path,
+        )  # fmt: skip
+    shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+def _animate(
+    reference: Path,
+    motion: Path,
+    output: Path,
+    *,
+    config: AnimateConfig,
+    body_model: BodyModel,
+    resume: bool,
+    guidance_out: str | Path | None,
+    side_by_side: str | Path | None,
+    on_stage: Callable[[str, int], None] | None,
+    on_frames: Callable[[int], None] | None,
+    partial: Path,
+    settings_path: Path,
+) -> AnimateResult:
     backend, reason = resolve_backend(config.backend, config.weights)
+    motion_duration(motion)  # a motion that cannot be read is refused now, before the reference is fitted
     notes = [f"backend: {backend} ({reason})"]
     stage = on_stage or (lambda name, total: None)
 
@@ -244,9 +244,8 @@ def animate(
     }
     fingerprint = _fingerprint(reference, motion, settings={k: v for k, v in settings.items() if k != "frames"})
     settings["fingerprint"] = fingerprint
-    partial = output.with_name(output.name + ".partial")
     state_file = partial / "settings.json"
-    if partial.exists() and not (resume and state_file.is_file() and json.loads(state_file.read_text()).get("fingerprint") == fingerprint):
+    if partial.exists() and not (resume and _saved_fingerprint(state_file) == fingerprint):
         if resume:
             notes.append("the unfinished run does not match these inputs and settings; starting over")
         shutil.rmtree(partial)
@@ -299,12 +298,18 @@ def animate(
                 writer.write(frame)
     if side_by_side is not None:
         _write_side_by_side(side_by_side, image, motion, kind, motion_cond, motion_model, cond, body_model, partial, chunks, size)
-    settings_path = output.with_suffix(".json")
     settings["notes"] = notes
     with atomic_path(settings_path) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
-    shutil.rmtree(partial)
     return AnimateResult(output, backend, cond.num_frames, cond.fps, notes, settings_path)
+
+
+def _saved_fingerprint(state_file: Path) -> str | None:
+    """The fingerprint an unfinished run saved, or None when there is none or it is unreadable."""
+    try:
+        return json.loads(state_file.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _other_model(name: str) -> BodyModel:

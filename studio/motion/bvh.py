@@ -9,15 +9,21 @@ names, metres, Y up and the body facing +Z, so that Blender and other tools read
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import roma
 import torch
 
+from studio import validate
 from studio.errors import StudioError
 
+logger = logging.getLogger(__name__)
+
 _AXES = {"X": 0, "Y": 1, "Z": 2}
+MAX_BVH_BYTES = 256 << 20  # 36,000 frames of a 100-joint skeleton take about 110 MB
 
 
 @dataclasses.dataclass
@@ -81,14 +87,18 @@ def read_bvh(path: str | Path) -> BVH:
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"{path}: no such file")
+    if path.stat().st_size > MAX_BVH_BYTES:
+        raise StudioError(f"{path}: {path.stat().st_size / 2**20:.0f} MB; studio reads BVH files of up to {MAX_BVH_BYTES >> 20} MB")
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a byte-order mark is allowed
     except OSError as exc:
         raise StudioError(f"{path}: cannot read ({exc})") from exc
     if not text.strip():
         raise StudioError(f"{path}: the file is empty")
     try:
         return _parse(text)
+    except StudioError as exc:
+        raise StudioError(f"{path}: {exc}") from None
     except (ValueError, IndexError, KeyError) as exc:
         raise StudioError(f"{path}: not a valid BVH file ({exc})") from exc
 
@@ -149,6 +159,8 @@ def _parse(text: str) -> BVH:
             raise ValueError(f"unexpected '{tok}' in the hierarchy")
     if not names:
         raise ValueError("no joints")
+    if len(names) > 1000:
+        raise ValueError(f"{len(names)} joints; studio reads skeletons of up to 1000")
     if i >= len(tokens):
         raise ValueError("the file ends inside the hierarchy, before MOTION (truncated?)")
     if stack:
@@ -158,14 +170,22 @@ def _parse(text: str) -> BVH:
     num_frames = int(tokens[i + 1])
     if tokens[i + 2].upper() != "FRAME" or tokens[i + 3].upper() != "TIME:":
         raise ValueError("no 'Frame Time:' line")
-    frame_time = float(tokens[i + 4])
-    if not frame_time > 0:
-        raise ValueError(f"frame time must be positive, got {frame_time}")
-    values = np.array(tokens[i + 5 :], dtype=np.float64)
+    frame_time = validate.number(tokens[i + 4], name="its Frame Time", low=1.0 / validate.MAX_FPS, high=1.0 / validate.MIN_FPS)
+    validate.frame_count(num_frames, what="it")
     num_channels = sum(len(c) for c in channels)
-    if num_frames <= 0 or values.size < num_frames * num_channels:
-        raise ValueError(f"{num_frames} frames of {num_channels} channels announced, {values.size} values found (truncated?)")
-    motion = values[: num_frames * num_channels].reshape(num_frames, num_channels)
+    # One frame per line, each with exactly the channels the hierarchy announces: a count that does
+    # not match would shift every joint's values silently.
+    time_line = re.search(r"^[ \t]*frame[ \t]+time[ \t]*:[^\n]*$", text, re.IGNORECASE | re.MULTILINE)
+    lines = [line.split() for line in text[time_line.end() :].splitlines() if line.strip()]
+    if len(lines) < num_frames:
+        raise ValueError(f"{num_frames} frames announced, {len(lines)} frame lines found (truncated?)")
+    if len(lines) > num_frames:
+        logger.warning("BVH announces %d frames but holds %d frame lines; reading the first %d", num_frames, len(lines), num_frames)
+    for k, line in enumerate(lines[:num_frames]):
+        if len(line) != num_channels:
+            raise ValueError(f"frame {k + 1} has {len(line)} values, but the hierarchy's CHANNELS announce {num_channels}")
+    motion = validate.finite(np.array(lines[:num_frames], dtype=np.float64), name="its motion data", limit=1e6)
+    validate.finite(np.array(offsets, dtype=np.float64), name="its OFFSETs", limit=1e6)
     return BVH(names, parents, np.array(offsets, dtype=np.float64), channels, end_sites, motion, frame_time)
 
 

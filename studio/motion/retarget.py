@@ -20,6 +20,7 @@ import torch
 from studio.body.base import BodyModel, matrix_to_axis_angle
 from studio.body.joints import JOINT_INDEX, SMPLX_JOINT_NAMES, SMPLX_PARENTS
 from studio.condition import Camera, HumanCondition, default_focal_length
+from studio import validate
 from studio.errors import StudioError
 from studio.motion.bvh import BVH, read_bvh, write_bvh
 
@@ -122,7 +123,7 @@ def bvh_to_condition(
             f"{path}: cannot map the skeleton onto SMPL-X joints (no {', '.join(missing)}); "
             "studio reads BVH with SMPL-X, CMU or Mixamo joint names"
         )
-    frames = _resample_indices(bvh.motion.shape[0], bvh.fps, fps)
+    frames = _resample_indices(bvh.motion.shape[0], bvh.fps, fps, what=str(path))
     bvh.motion = bvh.motion[frames]
     out_fps = bvh.fps if fps is None else float(fps)
     studio_skeleton = all(bvh.names[i].split(":")[-1] == n for n, i in mapping.items())
@@ -199,13 +200,15 @@ def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return roma.rotvec_to_rotmat(axis / s * torch.atan2(s, c))
 
 
-def _resample_indices(n: int, fps_in: float, fps_out: float | None) -> np.ndarray:
-    """Nearest source frame for each output frame."""
+def _resample_indices(n: int, fps_in: float, fps_out: float | None, *, what: str) -> np.ndarray:
+    """Nearest source frame for each output frame; the frame count is checked before anything is
+    allocated (a BVH with a Frame Time of 1000 s resampled to 30 fps would be millions of frames)."""
+    fps_in = validate.fps(fps_in, name=f"{what}: its frame rate")
+    if fps_out is not None:
+        fps_out = validate.fps(fps_out, name="fps")
+    count = validate.resampled_count(n, fps_in, fps_out, what=what)
     if fps_out is None or abs(fps_out - fps_in) < 1e-6:
         return np.arange(n)
-    if not fps_out > 0:
-        raise StudioError(f"fps must be positive, got {fps_out}")
-    count = max(1, int(np.floor((n - 1) * fps_out / fps_in)) + 1)
     return np.minimum(np.round(np.arange(count) * fps_in / fps_out).astype(int), n - 1)
 
 
@@ -292,50 +295,60 @@ def smplx_npz_to_condition(
     from studio.media import read_npz
 
     path = Path(path)
-    arrays = read_npz(path)
+    up = validate.one_of(up, ("auto", "y", "z"), name="the up axis (--up)")
+    arrays = read_npz(path, what="SMPL-X motion (.npz)")
+
+    def field(key: str, default: np.ndarray | None = None, *, limit: float = 1e3) -> np.ndarray:
+        value = arrays.get(key, default)
+        if value is None:
+            raise StudioError(f"{path}: no '{key}' entry")
+        return validate.finite(value, name=f"{path}: '{key}'", limit=limit).astype(np.float32)
+
     amass = "poses" in arrays
-    try:
-        if amass:
-            poses = arrays["poses"].astype(np.float32)
-            if poses.ndim != 2 or poses.shape[1] not in (156, 165):
-                raise StudioError(f"{path}: 'poses' must be [T, 156] (SMPL-H) or [T, 165] (SMPL-X), got {list(poses.shape)}")
-            T = poses.shape[0]
-            trans = arrays.get("trans", np.zeros((T, 3), np.float32)).astype(np.float32)
-            if poses.shape[1] == 165:  # root, 21 body, jaw, 2 eyes, 2x15 hands
-                hands = poses[:, 75:165]
-                jaw = poses[:, 66:69]
-            else:  # root, 21 body, 2x15 hands
-                hands = poses[:, 66:156]
-                jaw = np.zeros((T, 3), np.float32)
-            body = {
-                "global_orient": poses[:, :3],
-                "body_pose": poses[:, 3:66],
-                "jaw_pose": jaw,
-                "left_hand_pose": hands[:, :45],
-                "right_hand_pose": hands[:, 45:],
-            }
-            rate = arrays.get("mocap_frame_rate", arrays.get("mocap_framerate", arrays.get("fps")))
-        elif "body_pose" in arrays:
-            T = arrays["body_pose"].shape[0]
-            body = {}
-            for key, dim in (("global_orient", 3), ("body_pose", 63), ("jaw_pose", 3), ("left_hand_pose", 45), ("right_hand_pose", 45)):
-                value = arrays.get(key, np.zeros((T, dim), np.float32)).astype(np.float32).reshape(T, -1)
-                if value.shape[1] != dim:
-                    raise StudioError(f"{path}: '{key}' must be [T, {dim}], got {list(value.shape)}")
-                body[key] = value
-            trans = arrays.get("transl", np.zeros((T, 3), np.float32)).astype(np.float32).reshape(T, 3)
-            rate = arrays.get("fps", arrays.get("mocap_frame_rate"))
-        else:
-            raise StudioError(f"{path}: no 'poses' (AMASS) or 'body_pose' (smplx) entry; not an SMPL-X motion file")
-    except (KeyError, ValueError) as exc:
-        raise StudioError(f"{path}: malformed SMPL-X motion ({exc})") from exc
+    if amass:
+        poses = field("poses")
+        if poses.ndim != 2 or poses.shape[1] not in (156, 165):
+            raise StudioError(f"{path}: 'poses' must be [T, 156] (SMPL-H) or [T, 165] (SMPL-X), got {list(poses.shape)}")
+        T = poses.shape[0]
+        trans = field("trans", np.zeros((T, 3), np.float32), limit=validate.MAX_COORDINATE)
+        if poses.shape[1] == 165:  # root, 21 body, jaw, 2 eyes, 2x15 hands
+            hands = poses[:, 75:165]
+            jaw = poses[:, 66:69]
+        else:  # root, 21 body, 2x15 hands
+            hands = poses[:, 66:156]
+            jaw = np.zeros((T, 3), np.float32)
+        body = {
+            "global_orient": poses[:, :3],
+            "body_pose": poses[:, 3:66],
+            "jaw_pose": jaw,
+            "left_hand_pose": hands[:, :45],
+            "right_hand_pose": hands[:, 45:],
+        }
+        rate_key = next((k for k in ("mocap_frame_rate", "mocap_framerate", "fps") if k in arrays), None)
+    elif "body_pose" in arrays:
+        T = np.asarray(arrays["body_pose"]).shape[0] if np.asarray(arrays["body_pose"]).ndim else 0
+        body = {}
+        for key, dim in (("global_orient", 3), ("body_pose", 63), ("jaw_pose", 3), ("left_hand_pose", 45), ("right_hand_pose", 45)):
+            value = field(key, np.zeros((T, dim), np.float32))
+            if value.ndim == 0 or value.shape[0] != T or value.size != T * dim:
+                raise StudioError(f"{path}: '{key}' must be [T, {dim}] with T={T}, got {list(value.shape)}")
+            body[key] = value.reshape(T, dim)
+        trans = field("transl", np.zeros((T, 3), np.float32), limit=validate.MAX_COORDINATE)
+        rate_key = next((k for k in ("fps", "mocap_frame_rate") if k in arrays), None)
+    else:
+        raise StudioError(f"{path}: no 'poses' (AMASS) or 'body_pose' (smplx) entry; not an SMPL-X motion file")
     if T == 0:
         raise StudioError(f"{path}: the motion has no frames")
-    if up not in ("auto", "y", "z"):
-        raise StudioError(f"up axis must be auto, y or z, got '{up}'")
+    if trans.shape != (T, 3):
+        raise StudioError(f"{path}: the translation must be [T, 3] with T={T}, got {list(trans.shape)}")
+    src_fps = 30.0
+    if rate_key is not None:
+        rate = field(rate_key, limit=None)
+        if rate.size != 1:
+            raise StudioError(f"{path}: '{rate_key}' must be one number, got {list(rate.shape)}")
+        src_fps = validate.fps(float(rate.reshape(-1)[0]), name=f"{path}: '{rate_key}'")
     z_up = up == "z" or (up == "auto" and amass)
-    src_fps = float(rate) if rate is not None else 30.0
-    frames = _resample_indices(T, src_fps, fps)
+    frames = _resample_indices(T, src_fps, fps, what=str(path))
     out = {k: torch.from_numpy(v[frames]) for k, v in body.items()}
     pelvis = torch.from_numpy(trans[frames])
     if z_up:  # Z up, Y forward -> Y up, Z forward: a -90 degree turn about X

@@ -67,6 +67,14 @@ def create_context():
         ) from exc
 
 
+def check_framebuffer_size(ctx, width: int, height: int) -> None:
+    """Refuse a frame the GL implementation cannot hold, with one line, before allocating it."""
+    limit = int(ctx.info.get("GL_MAX_RENDERBUFFER_SIZE", 16384))
+    if not (1 <= width <= limit and 1 <= height <= limit):
+        ctx.release()
+        raise StudioError(f"cannot render {width}x{height} pixels; this renderer takes up to {limit} a side")
+
+
 def renderer_name() -> str:
     """The OpenGL renderer string EGL gives (e.g. 'llvmpipe (LLVM 15.0.6, 256 bits)')."""
     ctx = create_context()
@@ -111,6 +119,7 @@ class MeshRasterizer:
         self.num_vertices = int(vertex_colors.shape[0])
         self.ctx = create_context()
         ctx = self.ctx
+        check_framebuffer_size(ctx, self.width, self.height)
         self.program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
         self.vbo = ctx.buffer(reserve=self.num_vertices * 6 * 4, dynamic=True)
         self.cbo = ctx.buffer(np.ascontiguousarray(vertex_colors, dtype=np.float32) / 255.0)
@@ -204,6 +213,7 @@ class AttributeRasterizer:
         self.num_vertices = int(num_vertices)
         self.ctx = create_context()
         ctx = self.ctx
+        check_framebuffer_size(ctx, self.width, self.height)
         self.program = ctx.program(vertex_shader=_ATTRIBUTE_VERTEX_SHADER, fragment_shader=_ATTRIBUTE_FRAGMENT_SHADER)
         self.vbo = ctx.buffer(reserve=self.num_vertices * 3 * 4, dynamic=True)
         self.abo = ctx.buffer(reserve=self.num_vertices * 2 * 4, dynamic=True)
