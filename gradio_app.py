@@ -169,35 +169,51 @@ class Tracker:
 def body_model():
     from studio.body import load_body_model
 
-    return load_body_model("anny")
+    return load_body_model()  # the embedded default
 
 
 def available_backends() -> list[str]:
-    """mesh, plus registered animation pipelines whose weights are found and that can run here."""
-    import torch
+    """The animate pipelines that can run here at a practical speed, the embedded default first (the
+    registry decides, for the CLI's `auto` as for this menu)."""
+    from studio.registry import practical_pipelines
 
-    from studio.registry import registered_pipelines, weights_root
-
-    names = ["mesh"]
-    for name, cls in registered_pipelines().items():
-        if getattr(cls, "can_animate", False) and cls.weights_status(weights_root())[0]:
-            if not getattr(cls, "needs_gpu", False) or torch.cuda.is_available():
-                names.append(name)
-    return names
+    return practical_pipelines("animate")
 
 
 def pipelines_table() -> str:
-    """A Markdown table of the registry: what each pipeline is and whether it can run here."""
-    from studio.registry import registered_pipelines, weights_root
+    """A Markdown table of the registry (the rows `studio pipelines` prints)."""
+    from studio.doctor import pipeline_rows
 
-    rows = ["| pipeline | what it does | weights |", "|---|---|---|"]
-    for name, cls in registered_pipelines().items():
-        ok, message = cls.weights_status(weights_root())
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        rows.append(f"| `{name}` | {summary} | {'found' if ok else 'missing'}: {message.replace('|', '/')} |")
+    rows = ["| pipeline | tasks | weights | GPU | runs here |", "|---|---|---|---|---|"]
+    rows += ["| " + " | ".join(f"`{cell}`" if i == 0 else cell.replace("|", "/") for i, cell in enumerate(row)) + " |" for row in pipeline_rows()]
     if len(rows) == 2:
-        rows.append("| (none registered) | | |")
+        rows.append("| (none registered) | | | | |")
     return "\n".join(rows)
+
+
+def setting_widget(pipeline: str, field) -> gr.components.Component:
+    """A widget for one Config field (its doc as the hint)."""
+    label, info = f"{field.name}", field.doc or None
+    if field.choices:
+        return gr.Dropdown([str(c) for c in field.choices], value=str(field.default), label=label, info=info)
+    base = field.type_name.replace(" or none", "")
+    if base == "bool":
+        return gr.Checkbox(value=bool(field.default), label=label, info=info)
+    if base in ("int", "float"):
+        return gr.Number(value=field.default, precision=0 if base == "int" else None, label=label, info=info)
+    return gr.Textbox(value="" if field.default is None else str(field.default), label=label, info=info)
+
+
+def page_settings(widgets: dict, values: dict, backend: str) -> dict[str, str]:
+    """The chosen pipeline's settings as ``key=value`` texts, from its widgets' values (checked by the
+    same parser as ``--set``)."""
+    out = {}
+    for (pipeline, key), widget in widgets.items():
+        value = values.get(widget)
+        if pipeline != backend or value is None or value == "":
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(int(value) if isinstance(value, float) and value.is_integer() else value)
+    return out
 
 
 # --- the jobs ----------------------------------------------------------------------------------
@@ -206,7 +222,7 @@ def pipelines_table() -> str:
 @one_line_errors
 def run_pose(media: str | None, hands: bool, person: float | None, request: gr.Request, progress=gr.Progress()):
     """An image or video -> (preview image, preview video, guidance maps, motion.npz)."""
-    from studio.fit import pose_file
+    from studio.capture import pose_file
     from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_info
 
     path = uploaded(media, "an image or a video")
@@ -241,7 +257,9 @@ def run_pose(media: str | None, hands: bool, person: float | None, request: gr.R
 
 
 @one_line_errors
-def run_animate(reference: str | None, motion: str | None, backend: str, size: int, request: gr.Request, progress=gr.Progress()):
+def run_animate(
+    reference: str | None, motion: str | None, backend: str, size: int, request: gr.Request, progress=gr.Progress(), *, settings: dict | None = None
+):
     """A reference image + a motion (video, BVH or motion .npz) -> (video, side-by-side video, notes)."""
     from studio.animate import AnimateConfig, animate
 
@@ -252,7 +270,7 @@ def run_animate(reference: str | None, motion: str | None, backend: str, size: i
         raise StudioError(f"the '{backend}' backend cannot run here")
     out = session_folder(request)
     tracker = Tracker(progress)
-    config = AnimateConfig(backend=backend, size=validate.integer(size, name="the longer side", low=128, high=MAX_SIZE))
+    config = AnimateConfig(backend=backend, size=validate.integer(size, name="the longer side", low=128, high=MAX_SIZE), settings=settings or {})
     result = animate(
         ref, mot, out / "animation.mp4", config=config, body_model=body_model(), side_by_side=out / "side_by_side.mp4",
         on_stage=tracker.stage, on_frames=tracker.frames,
@@ -273,8 +291,8 @@ def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
         raise StudioError(f"{path.name}: give a motion .npz (from studio pose or studio motion import) or a .bvh")
     refuse_long(path, "motion")
     condition, _ = load_motion(path, body_model())
-    if condition.body_model != "anny":
-        raise StudioError(f"this demo renders Anny motions; this one is for '{condition.body_model}' (use the CLI)")
+    if condition.body_model != body_model().name:
+        raise StudioError(f"this demo renders motions of the embedded body model; this one is for '{condition.body_model}' (use the CLI)")
     out = session_folder(request)
     maps = ("depth", "normal", "semantic", "skeleton")
     tracker = Tracker(progress)
@@ -292,6 +310,8 @@ def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
 
 def build_app() -> gr.Blocks:
     from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from studio.pipeline import config_fields
+    from studio.registry import registered_pipelines
 
     with gr.Blocks(title="studio", delete_cache=(3600, 3600), analytics_enabled=False) as app:
         gr.Markdown(
@@ -304,8 +324,16 @@ def build_app() -> gr.Blocks:
                     reference = reference_image(label="reference (one person, full body works best)", sources=["upload"], height=320)
                     motion = gr.File(label="motion: a video, a .bvh or a motion .npz", file_types=[*VIDEO_SUFFIXES, ".bvh", ".npz"])
                     backends = available_backends()
-                    backend = gr.Dropdown(backends, value=backends[-1], label="backend (only those that can run here)")
+                    backend = gr.Dropdown(backends, value=backends[0], label="backend (only those that can run here)", elem_id="backend-menu")
                     size = gr.Slider(128, MAX_SIZE, value=512, step=64, label="longer side (pixels)")
+                    widgets, groups = {}, {}
+                    pipelines = registered_pipelines("animate")
+                    for name in backends:  # each pipeline's settings, from its Config, shown when it is chosen
+                        fields = config_fields(pipelines[name].Config)
+                        with gr.Accordion(f"{name} settings", open=False, visible=name == backends[0]) as group:
+                            for field in fields:
+                                widgets[(name, field.name)] = setting_widget(name, field)
+                        groups[name] = group
                     animate_button = gr.Button("Animate", variant="primary", elem_id="animate-button")
                 with gr.Column():
                     result = gr.Video(label="animation", elem_id="animation-video", autoplay=True, loop=True)
@@ -316,7 +344,18 @@ def build_app() -> gr.Blocks:
                 inputs=[reference, motion],
                 label="examples (one click fills the inputs)",
             )
-            animate_button.click(run_animate, [reference, motion, backend, size], [result, side_by_side, animate_notes])
+            backend.change(lambda chosen: [gr.update(visible=n == chosen) for n in groups], backend, list(groups.values()))
+
+            setting_widgets = list(widgets.values())
+
+            def animate_from_page(request: gr.Request, progress=gr.Progress(), *values):
+                ref, mot, chosen, longer, *settings = values
+                chosen_settings = page_settings(widgets, dict(zip(setting_widgets, settings)), chosen)
+                return run_animate(ref, mot, chosen, longer, request, progress, settings=chosen_settings)
+
+            animate_button.click(
+                animate_from_page, [reference, motion, backend, size, *setting_widgets], [result, side_by_side, animate_notes], api_name="run_animate"
+            )
 
         with gr.Tab("Pose"):
             with gr.Row():

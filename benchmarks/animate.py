@@ -15,7 +15,7 @@ from pathlib import Path
 
 from studio.animate import AnimateConfig, animate
 from studio.body import load_body_model
-from studio.fit import pose_video
+from studio.capture import pose_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

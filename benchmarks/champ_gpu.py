@@ -69,7 +69,7 @@ def main() -> None:
     body = load_body_model("anny")
     walk = HumanCondition.load(ROOT / "assets" / "motions" / "walk.npz")
     reference = (torch.rand(args.size, args.size, 3) * 255).to(torch.uint8).numpy()
-    config = ChampConfig(num_inference_steps=args.steps)
+    config = ChampConfig(steps=args.steps)
     for frames in args.frames:
         condition = looped(walk, frames)
         if device.type == "cuda":

@@ -1,6 +1,6 @@
 """Video to motion, end to end: decode, MediaPipe tracking, body fitting, to a HumanCondition.
 
-Runs `studio.fit.pose_video` (what `studio pose VIDEO` calls) on ../shared/media/motion_dribble.mp4,
+Runs `studio.capture.pose_video` (what `studio pose VIDEO` calls) on ../shared/media/motion_dribble.mp4,
 or on the bundled copy in assets/media when ../shared is absent. The body model and the estimator are
 loaded once beforehand and one warm-up run builds MediaPipe's graphs, as in a long-running app; the
 cold figure (graphs built inside the timed run) is printed too. Prints figures; the last line is
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from studio.body import load_body_model
-from studio.fit import pose_video
+from studio.capture import pose_video
 from studio.pose import load_estimator
 
 ROOT = Path(__file__).resolve().parents[1]

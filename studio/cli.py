@@ -24,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+_BODY_CHOICES = "anny, smplx or smpl"  # the names of studio.body.BODY_MODELS (checked against it when loading)
+_BODY_DIR_HELP = "Folder with your body model files (SMPLX_NEUTRAL.npz for smplx, SMPL_NEUTRAL.pkl for smpl; subfolders smplx/, smpl/ work too)."
 _state = {"debug": False}
 
 
@@ -62,7 +64,7 @@ def _file_output(raw: str | None, suffixes: tuple[str, ...], what: str) -> Path 
 
 @app.command()
 def doctor(
-    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
     weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights."),
 ) -> None:
     """Show what this machine can run: versions, GPU, renderer, body models, estimator models, weights."""
@@ -80,10 +82,47 @@ def doctor(
         status = "[green]ok[/]" if c.ok else ("[red]missing[/]" if c.required else "[yellow]absent[/]")
         table.add_row(c.name, status, c.detail)
     Console().print(table)
+    _print_pipelines(str(weights) if weights else None)
     broken = [c.name for c in checks if c.required and not c.ok]
     if broken:
         raise StudioError(f"the embedded defaults cannot run: {', '.join(broken)} (see the table above)")
     Console().print("[green]The embedded defaults work on this machine.[/]")
+
+
+def _print_pipelines(weights: str | None, task: str | None = None) -> None:
+    from studio.doctor import pipeline_rows
+
+    table = Table(title="pipelines (the studio.pipelines entry points)", show_lines=False)
+    for column in ("pipeline", "tasks", "weights", "GPU", "runs here"):
+        table.add_column(column, overflow="fold")
+    for row in pipeline_rows(weights, task):
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
+def pipelines(
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    task: str | None = typer.Option(None, "--task", help="Only pipelines with this task: animate, image, avatar, novel_view or hoi."),
+    settings: bool = typer.Option(False, "--settings", help="Also list each pipeline's settings (for --set key=value)."),
+) -> None:
+    """List the registered pipelines: their tasks, where their weights are looked for and whether they
+    were found, and whether they need a GPU."""
+    from studio import validate
+    from studio.pipeline import TASKS, config_fields
+    from studio.registry import registered_pipelines
+
+    if task is not None:
+        validate.one_of(task, TASKS, name="--task")
+    _print_pipelines(str(weights) if weights else None, task)
+    if settings:
+        for name, cls in registered_pipelines(task).items():
+            table = Table(title=f"{name} settings (--set key=value)", show_lines=False)
+            for column in ("key", "type", "default", "what it does"):
+                table.add_column(column, overflow="fold")
+            for f in config_fields(cls.Config):
+                table.add_row(f.name, f.type_name, repr(f.default), f.doc)
+            Console().print(table)
 
 
 @app.command()
@@ -92,7 +131,7 @@ def render(
     output: str = typer.Option(..., "-o", "--output", help="OUT.mp4 for a side-by-side video, or DIR/ for PNGs."),
     maps: str = typer.Option("depth,normal,semantic,skeleton,mask", "--maps", help="Comma-separated maps."),
     size: int = typer.Option(512, "--size", help="Longer side of each map in pixels."),
-    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (smplx motions)."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
     labels: bool = typer.Option(True, "--labels/--no-labels", help="Write each map's name on the video."),
 ) -> None:
     """Render guidance maps of a motion, side by side into a video or as PNG files per map and frame."""
@@ -103,6 +142,7 @@ def render(
     from studio.render import iter_map_video_frames, parse_maps
 
     from studio import validate
+    from studio.jobs import settings_path, write_settings
     from studio.outputs import Publication
 
     names = parse_maps(maps)
@@ -117,7 +157,9 @@ def render(
             raise StudioError("depth_metric is float data: write it to a folder (-o DIR/), not a video")
     cond = HumanCondition.load(motion)
     model = load_body_model(cond.body_model, model_dir=body_model_dir)
-    with Publication({"-o": output}, inputs={"MOTION": motion}, folders=("-o",) if as_dir else ()), _progress("rendering") as progress:
+    settings_file = settings_path(output, folder=as_dir)
+    outputs = {"-o": output, "the settings file": settings_file}
+    with Publication(outputs, inputs={"MOTION": motion}, folders=("-o",) if as_dir else ()), _progress("rendering") as progress:
         task = progress.add_task("render", total=cond.num_frames)
         if as_dir:
             frame = 0
@@ -139,6 +181,7 @@ def render(
                 for frame in iter_map_video_frames(cond, video_names, size=size, body_model=model, labels=labels):
                     writer.write(frame)
                     progress.advance(task, 1)
+        write_settings(settings_file, {"motion": str(motion), "maps": list(names), "size": size, "labels": labels, "frames": cond.num_frames, "fps": cond.fps, "body_model": cond.body_model})
     console.print(f"wrote {output} ({cond.num_frames} frames, {', '.join(names)})")
 
 
@@ -146,18 +189,20 @@ def render(
 def pose(
     media: Path = typer.Argument(..., help="An image or a video of a person."),
     output: str = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
-    body: str = typer.Option("anny", "--body", help="Body model: anny (embedded) or smplx (your model files)."),
+    body: str = typer.Option("anny", "--body", help=f"Body model: {_BODY_CHOICES} (anny is embedded; the others need your model files, see --body-model-dir)."),
     person: int | None = typer.Option(None, "--person", help="Whom to follow when several people are in view (0 = largest)."),
     preview: str | None = typer.Option(None, "--preview", help="Also write the input with the fitted body over it (.mp4 for videos, .png for images)."),
     hands: bool | None = typer.Option(None, "--hands/--no-hands", help="Track and fit fingers (default: on for images, off for videos)."),
     focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels (default: the image's longer side)."),
-    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
 ) -> None:
     """Estimate and fit a body to one person in an image or a video; write a motion .npz."""
     from studio import validate
     from studio.body import load_body_model
-    from studio.fit import FitConfig, pose_file
+    from studio.capture import pose_file
+    from studio.fit import FitConfig
     from studio.media import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES, VIDEO_SUFFIXES, video_info
+    from studio.jobs import settings_path, write_settings
     from studio.outputs import Publication
 
     output = _file_output(output, (".npz",), "the motion file")
@@ -169,7 +214,8 @@ def pose(
         raise StudioError(f"{media}: no such file")
     model = load_body_model(body, model_dir=body_model_dir)
     total = video_info(media).num_frames if is_video else 1
-    with Publication({"-o": output, "--preview": preview}, inputs={"INPUT": media}), _progress("fitting") as progress:
+    settings_file = settings_path(output)
+    with Publication({"-o": output, "--preview": preview, "the settings file": settings_file}, inputs={"INPUT": media}), _progress("fitting") as progress:
         task = progress.add_task("pose", total=total)
         result = pose_file(
             media,
@@ -182,6 +228,11 @@ def pose(
         )
         progress.update(task, total=result.condition.num_frames, completed=result.condition.num_frames)
         result.condition.save(output, body_model=model)
+        write_settings(settings_file, {
+            "input": str(media), "body_model": model.name, "person": result.person, "people_in_view": result.num_people, "hands": hands,
+            "focal_px": float(result.condition.camera.K[0, 0, 0]), "focal_given": focal, "frames": result.condition.num_frames,
+            "fps": result.condition.fps, "frames_without_person": result.missing_frames, "preview": None if preview is None else str(preview),
+        })  # fmt: skip
     notes = []
     if result.num_people > 1:
         notes.append(f"{result.num_people} people in view, followed person {result.person} (choose with --person)")
@@ -198,15 +249,15 @@ def animate(
     reference: Path = typer.Argument(..., help="An image of one person (full body works best)."),
     motion: Path = typer.Argument(..., help="A video, a .bvh, or a motion .npz (from studio pose / studio motion import)."),
     output: str = typer.Option("outputs/animation.mp4", "-o", "--output", help="The video to write."),
-    backend: str = typer.Option("auto", "--backend", help="auto (champ when its weights are found, else mesh), mesh or champ."),
+    backend: str = typer.Option("auto", "--backend", help="A pipeline with the animate task (see `studio pipelines`), or auto: one whose weights are found, else the embedded default."),
+    settings: list[str] = typer.Option([], "--set", help="A setting of the pipeline, key=value (repeatable; `studio pipelines --settings` lists them)."),
     weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
     size: int = typer.Option(512, "--size", help="Longer side of the output in pixels."),
     guidance_out: str | None = typer.Option(None, "--guidance-out", help="Also write the guidance maps as a video."),
     side_by_side: str | None = typer.Option(None, "--side-by-side", help="Also write reference | motion | guidance | result."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished chunk."),
     person: int | None = typer.Option(None, "--person", help="Which person of the reference to animate (0 = largest)."),
-    steps: int | None = typer.Option(None, "--steps", help="Denoising steps of a diffusion backend (default: its own, 20 for champ)."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed of a diffusion backend."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed of a stochastic pipeline."),
 ) -> None:
     """Animate the person in REFERENCE with MOTION (the README's main job)."""
     from studio import validate
@@ -219,10 +270,8 @@ def animate(
     guidance_out = _file_output(guidance_out, VIDEO_OUTPUT_SUFFIXES, "--guidance-out")
     side_by_side = _file_output(side_by_side, VIDEO_OUTPUT_SUFFIXES, "--side-by-side")
     size = validate.integer(size, name="--size", low=64, high=validate.MAX_SIZE)
-    if steps is not None:
-        steps = validate.integer(steps, name="--steps", low=1, high=1000)
-    config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person, steps=steps, seed=seed)
-    model = load_body_model("anny")
+    config = AnimateConfig(backend=backend, size=size, weights=str(weights) if weights else None, person=person, seed=seed, settings=tuple(settings))
+    model = load_body_model()  # the embedded default
     with _progress("{task.description}") as progress:
         task = progress.add_task("starting", total=None)
 
@@ -250,15 +299,16 @@ app.add_typer(motion_app, name="motion")
 def motion_import(
     source: Path = typer.Argument(..., help="A .bvh (SMPL-X, CMU or Mixamo names) or SMPL-X/AMASS .npz."),
     output: str = typer.Option(..., "-o", "--output", help="The motion .npz (HumanCondition) to write."),
-    body: str = typer.Option("anny", "--body", help="Body model to retarget onto: anny or smplx."),
+    body: str = typer.Option("anny", "--body", help=f"Body model to retarget onto: {_BODY_CHOICES} (anny is embedded; the others need your model files)."),
     fps: float = typer.Option(30.0, "--fps", help="Resample to this frame rate (0: keep the file's)."),
     up: str = typer.Option("auto", "--up", help="Up axis of an .npz: auto (z for AMASS files), y or z."),
     size: str = typer.Option("640x480", "--size", help="Image size of the framing camera, HEIGHTxWIDTH."),
-    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (--body smplx)."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
 ) -> None:
     """Retarget a mocap file onto a body model, with a camera that frames it."""
     from studio import validate
     from studio.body import load_body_model
+    from studio.jobs import settings_path, write_settings
     from studio.motion import import_motion
     from studio.outputs import Publication
 
@@ -267,9 +317,11 @@ def motion_import(
     up = validate.one_of(up, ("auto", "y", "z"), name="--up")
     fps = None if fps == 0 else validate.fps(fps, name="--fps")
     model = load_body_model(body, model_dir=body_model_dir)
-    with Publication({"-o": output}, inputs={"SOURCE": source}):
+    settings_file = settings_path(output)
+    with Publication({"-o": output, "the settings file": settings_file}, inputs={"SOURCE": source}):
         cond = import_motion(source, model, fps=fps, up=up, image_size=image_size)
         cond.save(output, body_model=model)
+        write_settings(settings_file, {"source": str(source), "body_model": model.name, "fps": cond.fps, "fps_asked": fps, "up": up, "size": list(image_size), "frames": cond.num_frames})
     console.print(f"wrote {output} ({cond.num_frames} frames at {cond.fps:g} fps, {model.name} body)", highlight=False)
 
 
@@ -277,7 +329,7 @@ def motion_import(
 def motion_export(
     motion: Path = typer.Argument(..., help="A motion .npz from studio."),
     output: str = typer.Option(..., "-o", "--output", help="The .bvh to write."),
-    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help="Folder with SMPLX_NEUTRAL.npz (smplx motions)."),
+    body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
 ) -> None:
     """Write a motion as BVH (SMPL-X joint names, metres, Y up) for Blender and other tools."""
     from studio.body import load_body_model

@@ -10,8 +10,8 @@ File format (``save``/``load``), version 1, a numpy ``.npz`` with:
 |---|---|---|
 | ``format`` | str | ``"studio.human_condition"`` |
 | ``format_version`` | int | 1 |
-| ``body_model`` | str | ``"anny"`` or ``"smplx"`` |
-| ``body/<field>`` | float32 [T, D] | body parameters: ``global_orient`` [T,3], ``body_pose`` [T,63], ``left_hand_pose``/``right_hand_pose`` [T,45], ``jaw_pose`` [T,3] (axis-angle, SMPL-X joint order, zero = T-pose with flat hands), ``transl`` [T,3] (metres), and the model's shape: ``phenotype`` [T,6] for anny, ``betas`` [T,N] and ``expression`` [T,M] for smplx |
+| ``body_model`` | str | a key of ``studio.body.BODY_MODELS``: ``"anny"``, ``"smplx"`` or ``"smpl"`` |
+| ``body/<field>`` | float32 [T, D] | body parameters: ``global_orient`` [T,3], ``body_pose`` [T,63], ``left_hand_pose``/``right_hand_pose`` [T,45], ``jaw_pose`` [T,3] (axis-angle, SMPL-X joint order, zero = T-pose with flat hands), ``transl`` [T,3] (metres), and the model's shape: ``phenotype`` [T,6] for anny, ``betas`` [T,N] and ``expression`` [T,M] for smplx, ``betas`` [T,10] for smpl |
 | ``camera_K`` | float32 [T, 3, 3] | pinhole intrinsics in pixels of an image of ``image_size`` |
 | ``camera_extrinsics`` | float32 [T, 4, 4] | world -> camera, OpenCV axes (x right, y down, z forward) |
 | ``image_size`` | int [2] | (height, width) in pixels |
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from studio.camera import Camera, default_focal_length, project, world_to_camera
 from studio.errors import StudioError
 from studio.render import MAP_NAMES
 
@@ -40,94 +41,11 @@ FORMAT = "studio.human_condition"
 FORMAT_VERSION = 1
 
 
-def default_focal_length(image_size: tuple[int, int]) -> float:
-    """studio's default focal length in pixels: the image's longer side (a ~53 degree field of view
-    across it), the convention of most monocular body-fitting work when EXIF data is absent."""
-    return float(max(image_size))
-
-
-@dataclasses.dataclass(frozen=True)
-class Camera:
-    """A pinhole camera per frame."""
-
-    K: torch.Tensor  # [T, 3, 3] intrinsics in pixels
-    extrinsics: torch.Tensor  # [T, 4, 4] world -> camera, OpenCV axes
-    image_size: tuple[int, int]  # (height, width) in pixels
-
-    def __post_init__(self) -> None:
-        T = self.K.shape[0]
-        if self.K.shape != (T, 3, 3) or self.extrinsics.shape != (T, 4, 4):
-            raise StudioError(
-                f"camera K must be [T, 3, 3] and extrinsics [T, 4, 4], got {list(self.K.shape)} "
-                f"and {list(self.extrinsics.shape)}"
-            )
-        h, w = self.image_size
-        if h <= 0 or w <= 0:
-            raise StudioError(f"camera image size must be positive, got {self.image_size}")
-        object.__setattr__(self, "image_size", (int(h), int(w)))
-
-    def __len__(self) -> int:
-        return int(self.K.shape[0])
-
-    @staticmethod
-    def look_at(
-        eye: Sequence[float],
-        target: Sequence[float],
-        *,
-        image_size: tuple[int, int],
-        focal: float | None = None,
-        up: Sequence[float] = (0.0, 1.0, 0.0),
-        num_frames: int = 1,
-    ) -> Camera:
-        """A static camera at ``eye`` looking at ``target`` (world coordinates, metres)."""
-        eye_t = torch.tensor(eye, dtype=torch.float32)
-        forward = torch.tensor(target, dtype=torch.float32) - eye_t
-        forward = forward / forward.norm()
-        right = torch.linalg.cross(forward, torch.tensor(up, dtype=torch.float32))
-        right = right / right.norm()
-        down = torch.linalg.cross(forward, right)
-        R = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
-        E = torch.eye(4)
-        E[:3, :3] = R
-        E[:3, 3] = -R @ eye_t
-        h, w = image_size
-        f = default_focal_length(image_size) if focal is None else float(focal)
-        K = torch.tensor([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
-        return Camera(K=K.expand(num_frames, 3, 3).clone(), extrinsics=E.expand(num_frames, 4, 4).clone(), image_size=(h, w))
-
-    def resized(self, size: int | tuple[int, int] | None) -> Camera:
-        """The same camera for another output size.
-
-        ``None`` keeps the size; an int makes the longer side that many pixels (keeping the aspect,
-        rounded to even numbers for video codecs); ``(height, width)`` scales each axis to fit.
-        """
-        h, w = self.image_size
-        if size is None:
-            return self
-        if isinstance(size, int):
-            if size <= 0:
-                raise StudioError(f"render size must be positive, got {size}")
-            s = size / max(h, w)
-            new_h, new_w = max(2, round(h * s / 2) * 2), max(2, round(w * s / 2) * 2)
-        else:
-            new_h, new_w = int(size[0]), int(size[1])
-            if new_h <= 0 or new_w <= 0:
-                raise StudioError(f"render size must be positive, got {size}")
-        scale = torch.tensor([new_w / w, new_h / h, 1.0])
-        return Camera(K=self.K * scale[None, :, None], extrinsics=self.extrinsics, image_size=(new_h, new_w))
-
-    def index(self, frames: slice | torch.Tensor | Sequence[int]) -> Camera:
-        return Camera(K=self.K[frames], extrinsics=self.extrinsics[frames], image_size=self.image_size)
-
-    def to(self, device: torch.device | str) -> Camera:
-        return Camera(K=self.K.to(device), extrinsics=self.extrinsics.to(device), image_size=self.image_size)
-
-
 @dataclasses.dataclass(frozen=True)
 class HumanCondition:
     """One person over T frames: body-model parameters, a camera and a frame rate."""
 
-    body_model: str  # "anny" or "smplx"
+    body_model: str  # a key of studio.body.BODY_MODELS
     body: Mapping[str, torch.Tensor]  # field -> [T, D]; see the module docstring
     camera: Camera
     fps: float = 30.0
@@ -196,14 +114,37 @@ class HumanCondition:
         Returns:
             BodyOutput in world coordinates (vertices [T, V, 3], joints [T, J, 3]).
         """
-        from studio.body import load_body_model
-
-        model = body_model if body_model is not None else load_body_model(self.body_model)
-        if model.name != self.body_model:
-            raise StudioError(f"this condition is for the '{self.body_model}' body model, not '{model.name}'")
+        model = self._model(body_model)
         params = {k: (v if frames is None else v[frames]) for k, v in self.body.items()}
         with torch.no_grad():
             return model({k: v.to(model.skin_weights.device) for k, v in params.items()})
+
+    def _model(self, body_model=None):
+        """The given body model (it must be this condition's), or this condition's loaded by name."""
+        if body_model is None:
+            from studio.body import load_body_model
+
+            return load_body_model(self.body_model)
+        if body_model.name != self.body_model:
+            raise StudioError(f"this condition is for the '{self.body_model}' body model, not '{body_model.name}'")
+        return body_model
+
+    def skinning(self, body_model=None, *, canonical: str = "t", frames: slice | None = None):
+        """Canonical vertices, faces, skin weights, bone names and parents, per-frame canonical ->
+        posed bone transforms and pose-corrective offsets of (some of) the frames, for moving any
+        points with the body (see ``studio.body.skinning``).
+
+        Args:
+            canonical: the canonical pose, "t" (all rotations zero) or "big" (legs spread).
+        Returns:
+            Skinning with vertices [V, 3], weights [V, B], transforms [T, B, 4, 4], offsets [T, V, 3].
+        """
+        from studio.body.skinning import body_skinning
+
+        model = self._model(body_model)
+        params = {k: (v if frames is None else v[frames]).to(model.skin_weights.device) for k, v in self.body.items()}
+        with torch.no_grad():
+            return body_skinning(model, params, canonical=canonical)
 
     def joints3d(self, body_model=None, *, chunk_size: int = 256) -> torch.Tensor:
         """Joints in camera space, metres (OpenCV axes): [T, J, 3]. The body model runs over chunks of
@@ -252,9 +193,17 @@ class HumanCondition:
         The arrays of one chunk are reused for the next: copy what you keep."""
         from studio.render import GuidanceRenderer
 
-        renderer = GuidanceRenderer.for_condition(self, maps=maps, size=size, body_model=body_model)
+        model = self._model(body_model)
+        renderer = GuidanceRenderer(
+            model.faces, model.part_labels, image_size=self.camera.resized(size).image_size, maps=maps, joint_valid=model.joint_valid
+        )
+
+        def posed(frames: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.posed(model, frames=frames)
+            return out.vertices, out.joints
+
         try:
-            yield from renderer.iter_render(self, chunk_size=chunk_size)
+            yield from renderer.iter_render(posed, self.camera, chunk_size=chunk_size)
         finally:
             renderer.release()
 
@@ -356,14 +305,4 @@ def _validated(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def world_to_camera(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
-    """points [T, N, 3] world, extrinsics [T, 4, 4] -> [T, N, 3] camera space."""
-    R = extrinsics[:, :3, :3]
-    t = extrinsics[:, :3, 3]
-    return points @ R.transpose(-1, -2) + t[:, None]
-
-
-def project(points_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Camera-space points [T, N, 3] -> pixels [T, N, 2] (points behind the camera give garbage)."""
-    uvw = points_cam @ K.transpose(-1, -2)
-    return uvw[..., :2] / uvw[..., 2:3].clamp_min(1e-6)
+__all__ = ["FORMAT", "FORMAT_VERSION", "Camera", "HumanCondition", "default_focal_length", "project", "world_to_camera"]

@@ -59,15 +59,17 @@ def run_checks(*, body_model_dir: str | None = None, weights: str | None = None)
     except Exception as exc:
         checks.append(Check("anny body model", False, f"{exc} (cache: {cache})"))
 
-    from studio.body.smplx_body import find_smplx_file, smplx_model_dir
+    from studio.body import BODY_MODELS
 
-    try:
-        found = find_smplx_file(body_model_dir)
-        checks.append(Check("SMPL-X model files", True, str(found), required=False))
-    except Exception:
-        where = smplx_model_dir(body_model_dir)
-        looked = f"looked in {where}" if where else "no --body-model-dir and STUDIO_SMPLX_DIR is unset"
-        checks.append(Check("SMPL-X model files", False, f"not found ({looked}); optional, anny is the default", required=False))
+    for spec in BODY_MODELS.values():
+        if not spec.user_files:
+            continue
+        try:
+            checks.append(Check(f"{spec.name} model files", True, str(spec.find_file(body_model_dir)), required=False))
+        except Exception:
+            where = spec.model_dir(body_model_dir)
+            looked = f"looked in {where}" if where else f"no --body-model-dir and {spec.env_var} is unset"
+            checks.append(Check(f"{spec.name} model files", False, f"not found ({looked}); optional, anny is the default", required=False))
 
     mp_spec = importlib.util.find_spec("mediapipe")
     if mp_spec is None or mp_spec.origin is None:
@@ -96,13 +98,18 @@ def run_checks(*, body_model_dir: str | None = None, weights: str | None = None)
     except Exception as exc:
         checks.append(Check("ffmpeg", False, str(exc)))
 
-    from studio.registry import registered_pipelines, weights_root
-
-    pipelines = registered_pipelines()
-    root = weights_root(weights)
-    if not pipelines:
-        checks.append(Check("pipelines", True, "none registered yet", required=False))
-    for name, cls in pipelines.items():
-        ok, message = cls.weights_status(root)
-        checks.append(Check(f"pipeline {name}", ok, message, required=False))
     return checks
+
+
+def pipeline_rows(weights: str | None = None, task: str | None = None) -> list[tuple[str, str, str, str, str]]:
+    """One row per registered pipeline, for ``studio pipelines`` and ``studio doctor``: (name, tasks,
+    weights, GPU, runs here)."""
+    from studio.registry import statuses
+
+    rows = []
+    for s in statuses(task, weights):
+        weights_cell = f"{'found' if s.weights_ok else 'missing'}: {s.weights_message}"
+        gpu = ("needed; present" if s.gpu_ok else "needed; none here") if s.needs_gpu else "not needed"
+        here = "yes" if s.practical else ("yes, slowly (asked for by name)" if s.runnable else "no: weights missing")
+        rows.append((s.name, ", ".join(s.tasks), weights_cell, gpu, here))
+    return rows

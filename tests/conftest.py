@@ -45,6 +45,22 @@ def smplx_body(smplx_dir):
 
 
 @pytest.fixture(scope="session")
+def smpl_dir(tmp_path_factory) -> Path:
+    from synthetic_smpl import write_synthetic_smpl
+
+    folder = tmp_path_factory.mktemp("smpl_models")
+    write_synthetic_smpl(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smpl_body(smpl_dir):
+    from studio.body.smpl_body import SMPLBody
+
+    return SMPLBody(smpl_dir)
+
+
+@pytest.fixture(scope="session")
 def walk():
     from studio.condition import HumanCondition
 

@@ -2,8 +2,8 @@
 licensed SMPL-X files.
 
 The body is a stick figure: a tube along every bone of SMPL-X's 55-joint tree in a T-pose (Y up,
-facing +Z), padded to SMPL-X's 10,475 vertices, with random shape directions, no pose correctives,
-and a joint regressor that reads each joint off a vertex placed exactly on it.
+facing +Z), padded to SMPL-X's 10,475 vertices, with small random shape directions and pose
+correctives, and a joint regressor that reads each joint off a vertex placed exactly on it.
 """
 
 from __future__ import annotations
@@ -38,14 +38,32 @@ def tpose_joints() -> np.ndarray:
     return np.array([pos[n] for n in SMPLX_JOINT_NAMES], dtype=np.float64)
 
 
-def write_synthetic_smplx(folder: str | Path, *, seed: int = 0, num_shape: int = 20) -> Path:
-    """Write ``folder/SMPLX_NEUTRAL.npz`` and return its path."""
-    rng = np.random.default_rng(seed)
-    joints = tpose_joints()
+def stick_figure(
+    joints: np.ndarray,
+    parents: tuple[int, ...],
+    num_vertices: int,
+    rng: np.random.Generator,
+    *,
+    thin_from: int,
+    pad_owner: int,
+    fixed: dict[int, tuple[tuple[float, float, float], int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A tube along every bone, one vertex on each joint, and padding vertices around the pad owner.
+
+    Args:
+        joints: [J, 3] rest joint positions; parents: the kinematic tree (-1 for the root).
+        num_vertices: the vertex count to pad to.
+        thin_from: joints from this index on get thin (finger-sized) tubes.
+        pad_owner: the joint that owns (and surrounds) the padding vertices.
+        fixed: vertex index -> (position, owning joint) for vertices that must sit at given indices
+            (surface landmarks); the rest fill the other indices in order.
+    Returns:
+        vertices [V, 3], faces [F, 3], owner [V] (the joint skinning each vertex), joint_vertex [J].
+    """
     verts, faces, owner = [], [], []
     rings, segments = 6, 8
-    for j in range(1, 55):
-        p = SMPLX_PARENTS[j]
+    for j in range(1, len(parents)):
+        p = parents[j]
         a, b = joints[p], joints[j]
         axis = b - a
         length = np.linalg.norm(axis)
@@ -56,7 +74,7 @@ def write_synthetic_smplx(folder: str | Path, *, seed: int = 0, num_shape: int =
         u = np.cross(axis, ref)
         u /= np.linalg.norm(u)
         w = np.cross(axis, u)
-        radius = 0.05 if j < 22 else 0.008
+        radius = 0.05 if j < thin_from else 0.008
         base = sum(len(v) for v in verts)
         ring_pts = []
         for r in range(rings):
@@ -73,27 +91,46 @@ def write_synthetic_smplx(folder: str | Path, *, seed: int = 0, num_shape: int =
                 i3 = i1 + segments
                 faces += [(i0, i2, i1), (i1, i2, i3)]
     verts.append(joints)  # one vertex on each joint, read by the joint regressor
-    joint_vertex = sum(len(v) for v in verts[:-1]) + np.arange(55)
-    owner += list(range(55))
+    joint_vertex = sum(len(v) for v in verts[:-1]) + np.arange(len(joints))
+    owner += list(range(len(joints)))
     v = np.concatenate(verts)
-    pad = NUM_VERTICES - len(v)
-    head = joints[SMPLX_JOINT_NAMES.index("head")]
-    v = np.concatenate([v, head + rng.normal(scale=0.04, size=(pad, 3))])
-    owner += [SMPLX_JOINT_NAMES.index("head")] * pad
+    fixed = fixed or {}
+    pad = num_vertices - len(fixed) - len(v)
+    v = np.concatenate([v, joints[pad_owner] + rng.normal(scale=0.04, size=(pad, 3))])
+    owner += [pad_owner] * pad
+    # Free vertices fill the indices the fixed ones leave, in order.
+    slots = np.setdiff1d(np.arange(num_vertices), np.array(sorted(fixed), dtype=np.int64))
+    vertices = np.zeros((num_vertices, 3))
+    owners = np.zeros(num_vertices, dtype=np.int64)
+    vertices[slots], owners[slots] = v, owner
+    for index, (position, joint) in fixed.items():
+        vertices[index], owners[index] = position, joint
+    return vertices, slots[np.array(faces, dtype=np.int64)], owners, slots[joint_vertex]
 
-    weights = np.zeros((NUM_VERTICES, 55))
-    weights[np.arange(NUM_VERTICES), owner] = 1.0
-    regressor = np.zeros((55, NUM_VERTICES))
-    regressor[np.arange(55), joint_vertex] = 1.0
-    kintree = np.stack([np.array(SMPLX_PARENTS, dtype=np.int64) % (2**32), np.arange(55)])
+
+def model_arrays(
+    vertices: np.ndarray, faces: np.ndarray, owner: np.ndarray, joint_vertex: np.ndarray, parents: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """The arrays every SMPL-family file has, for a stick figure: rigid skinning by the owning
+    joint, and a joint regressor reading each joint off its vertex."""
+    V, J = len(vertices), len(parents)
+    weights = np.zeros((V, J))
+    weights[np.arange(V), owner] = 1.0
+    regressor = np.zeros((J, V))
+    regressor[np.arange(J), joint_vertex] = 1.0
+    kintree = np.stack([np.array(parents, dtype=np.int64) % (2**32), np.arange(J)])
+    return {"v_template": vertices, "f": faces, "J_regressor": regressor, "weights": weights, "kintree_table": kintree}
+
+
+def write_synthetic_smplx(folder: str | Path, *, seed: int = 0, num_shape: int = 20) -> Path:
+    """Write ``folder/SMPLX_NEUTRAL.npz`` and return its path."""
+    rng = np.random.default_rng(seed)
+    head = SMPLX_JOINT_NAMES.index("head")
+    v, faces, owner, joint_vertex = stick_figure(tpose_joints(), SMPLX_PARENTS, NUM_VERTICES, rng, thin_from=22, pad_owner=head)
     data = {
-        "v_template": v,
-        "f": np.array(faces, dtype=np.int64),
-        "J_regressor": regressor,
-        "weights": weights,
-        "kintree_table": kintree,
+        **model_arrays(v, faces, owner, joint_vertex, SMPLX_PARENTS),
         "shapedirs": rng.normal(scale=0.005, size=(NUM_VERTICES, 3, num_shape)),
-        "posedirs": np.zeros((NUM_VERTICES, 3, 486)),
+        "posedirs": rng.normal(scale=0.001, size=(NUM_VERTICES, 3, 486)),
         "hands_componentsl": np.eye(45),
         "hands_componentsr": np.eye(45),
         "hands_meanl": np.zeros(45),

@@ -10,7 +10,7 @@ import torch
 from conftest import ASSETS
 from test_cli import assert_one_line_error, studio
 
-from studio.animate import output_size, resolve_backend
+from studio.animate import output_size
 from studio.animate.transfer import transfer_motion
 from studio.body.joints import JOINT_INDEX
 from studio.condition import project, world_to_camera
@@ -23,7 +23,7 @@ FEET = [JOINT_INDEX[n] for n in ("left_heel", "right_heel", "left_big_toe", "rig
 
 @pytest.fixture(scope="module")
 def reference(anny):
-    from studio.fit import pose_image
+    from studio.capture import pose_image
     from studio.media import read_image
 
     image = read_image(MEDIA / "ref_sitting.jpg")
@@ -94,7 +94,7 @@ def test_transfer_without_keep_in_view_keeps_the_whole_path(anny, reference, run
 
 
 def test_avatar_texture_comes_from_the_person(anny, reference, run):
-    from studio.animate.avatar import AvatarRenderer, build_avatar
+    from pipelines.mesh.avatar import AvatarRenderer, build_avatar
 
     image, ref = reference
     size = output_size(image.shape[:2], 256)
@@ -116,15 +116,18 @@ def test_avatar_texture_comes_from_the_person(anny, reference, run):
 
 
 def test_backend_resolution():
-    assert resolve_backend("mesh", None)[0] == "mesh"
-    name, reason = resolve_backend("auto", None)
-    assert name == "mesh" and "no diffusion weights" in reason
+    from studio.registry import resolve
+
+    assert resolve("animate", "mesh", None)[0].name == "mesh"
+    cls, reason = resolve("animate", "auto", None)
+    assert cls.name == "mesh" and "no pipeline weights found" in reason
     with pytest.raises(StudioError, match="champ.*cannot run: no weights folder.*--weights"):
-        resolve_backend("champ", None)
-    with pytest.raises(StudioError, match="unknown backend"):
-        resolve_backend("magic", None)
+        resolve("animate", "champ", None)
+    with pytest.raises(StudioError, match="unknown backend 'magic' for animate; choose auto or one of champ, mesh"):
+        resolve("animate", "magic", None)
 
 
+@pytest.mark.slow
 def test_animate_command_with_bvh_side_by_side_and_guidance(tmp_path):
     out, sbs, guide = tmp_path / "a.mp4", tmp_path / "sbs.mp4", tmp_path / "g.mp4"
     r = studio("animate", MEDIA / "ref_sitting.jpg", MEDIA / "cmu_02_03_run.bvh", "-o", out, "--size", "192", "--side-by-side", sbs, "--guidance-out", guide)
@@ -138,9 +141,12 @@ def test_animate_command_with_bvh_side_by_side_and_guidance(tmp_path):
     assert not (tmp_path / "a.mp4.partial").exists()
 
 
-def test_animate_resumes_from_finished_chunks(tmp_path):
+def test_animate_resumes_from_finished_chunks(tmp_path, monkeypatch):
+    from pipelines.mesh import MeshPipeline
     from studio.animate import AnimateConfig, animate
     from studio.body import load_body_model
+
+    monkeypatch.setattr(MeshPipeline, "chunk_frames", 8)
 
     model = load_body_model("anny")
     out = tmp_path / "r.mp4"
@@ -154,7 +160,7 @@ def test_animate_resumes_from_finished_chunks(tmp_path):
         if len(calls) == 3:  # 1 (reference) + two chunks
             raise Stop
 
-    config = AnimateConfig(size=128, chunk_size=8)
+    config = AnimateConfig(size=128)
     motion = MEDIA / "cmu_02_03_run.bvh"
     with pytest.raises(Stop):
         animate(MEDIA / "ref_sitting.jpg", motion, out, config=config, body_model=model, on_frames=interrupt_after_two_chunks)
@@ -166,6 +172,7 @@ def test_animate_resumes_from_finished_chunks(tmp_path):
     assert len(list(read_video_frames(out))) == 44 and not partial.exists()
 
 
+@pytest.mark.slow
 def test_animate_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
     out = tmp_path / "a.mp4"
     from studio.media import write_image
@@ -191,6 +198,7 @@ def test_animate_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_two_people_reference_is_said(tmp_path):
     from studio.media import write_image
 
@@ -202,6 +210,7 @@ def test_two_people_reference_is_said(tmp_path):
     assert "2 people in the reference; animating person 0" in r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_leaves_no_video_and_resume_finishes(tmp_path):
     import os
     import signal

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ASSETS, ROOT
+from pipeline_contract import ContractCase, PipelineContract
 
 from pipelines.champ import (
     ChampConfig,
@@ -148,20 +149,20 @@ def test_pipeline_runs_end_to_end_in_windows(walk6, anny):
     pipe = tiny_pipeline()
     ref = (np.random.default_rng(0).random((90, 60, 3)) * 255).astype(np.uint8)
     calls = []
-    config = ChampConfig(num_inference_steps=2, context_frames=4, context_overlap=2, seed=3)
-    out = pipe(ref, walk6, height=64, width=40, config=config, body_model=anny, callback=lambda done, total: calls.append((done, total)))
+    config = ChampConfig(steps=2, context_frames=4, context_overlap=2)
+    out = pipe(ref, walk6, height=64, width=40, config=config, seed=3, body_model=anny, callback=lambda done, total: calls.append((done, total)))
     assert out.frames.shape == (6, 64, 40, 3) and out.frames.dtype == np.uint8
     assert calls[-1] == (6, 6)  # 2 steps x 3 windows ([0-3], [2-5], [4, 5, 0, 1])
-    again = pipe(ref, walk6, height=64, width=40, config=config, body_model=anny).frames
+    again = pipe(ref, walk6, height=64, width=40, config=config, seed=3, body_model=anny).frames
     np.testing.assert_array_equal(out.frames, again)  # seeded
-    other = pipe(ref, walk6, height=64, width=40, config=dataclasses.replace(config, seed=4), body_model=anny).frames
+    other = pipe(ref, walk6, height=64, width=40, config=config, seed=4, body_model=anny).frames
     assert not np.array_equal(out.frames, other)
 
 
 def test_pipeline_resumes_from_the_saved_step(walk6, anny, tmp_path):
     pipe = tiny_pipeline()
     ref = np.full((64, 40, 3), 128, np.uint8)
-    config = ChampConfig(num_inference_steps=3, context_frames=4, context_overlap=2)
+    config = ChampConfig(steps=3, context_frames=4, context_overlap=2)
     full = pipe(ref, walk6, config=config, height=64, width=40, body_model=anny, checkpoint_dir=tmp_path).frames
     state = torch.load(tmp_path / "champ_latents.pt", weights_only=True)
     assert state["step"] == 3
@@ -192,7 +193,7 @@ def test_unconditional_prediction_ignores_the_reference(walk6, anny):
     pipe = tiny_pipeline()
     outputs = []
     pipe.denoising_unet.register_forward_hook(lambda _module, _args, out: outputs.append(out.clone()))
-    config = ChampConfig(num_inference_steps=1, context_frames=8)
+    config = ChampConfig(steps=1, context_frames=8)
     rng = np.random.default_rng(0)
     for _ in range(2):
         reference = (rng.random((64, 40, 3)) * 255).astype(np.uint8)
@@ -390,6 +391,7 @@ def tiny_trainer(stage: int, *, lr: float = 2e-3, checkpointing: bool = False):
     return ChampTrainer(vae=tiny_vae(), image_encoder=tiny_image_encoder(), model=model, config=train_config, model_config=config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, frames", [(1, 1), (2, 4)])
 def test_training_steps_reduce_the_loss(stage, frames):
     trainer = tiny_trainer(stage)
@@ -496,16 +498,17 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 def test_auto_backend_needs_a_gpu_for_champ(tiny_weights, monkeypatch):
-    from studio.animate import resolve_backend
+    from studio.registry import resolve
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    name, reason = resolve_backend("auto", str(tiny_weights))
-    assert name == "mesh" and "champ weights found but no CUDA GPU" in reason
-    assert resolve_backend("champ", str(tiny_weights))[0] == "champ"  # asked for: runs anyway
+    cls, reason = resolve("animate", "auto", str(tiny_weights))
+    assert cls.name == "mesh" and "champ weights found but no CUDA GPU" in reason
+    assert resolve("animate", "champ", str(tiny_weights))[0].name == "champ"  # asked for: runs anyway
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_backend("auto", str(tiny_weights))[0] == "champ"
+    assert resolve("animate", "auto", str(tiny_weights))[0].name == "champ"
 
 
+@pytest.mark.slow
 def test_studio_animate_with_the_champ_backend(tiny_weights, walk6, anny, tmp_path):
     """The CLI path end to end with tiny weights: the video has every frame at the requested size."""
     from test_cli import studio
@@ -516,11 +519,33 @@ def test_studio_animate_with_the_champ_backend(tiny_weights, walk6, anny, tmp_pa
     walk6.save(motion, body_model=anny)
     out = tmp_path / "champ.mp4"
     r = studio("animate", ASSETS / "media" / "ref_sitting.jpg", motion, "-o", out, "--backend", "champ", "--weights", tiny_weights,
-               "--steps", "2", "--size", "128")
+               "--set", "steps=2", "--size", "128")
     assert r.returncode == 0, r.stderr
     assert "backend: champ" in r.stderr and "Traceback" not in r.stderr
     frames = np.stack(list(read_video_frames(out)))
     assert frames.shape == (6, 86, 128, 3)  # ref_sitting's aspect at 128 px
     settings = json.loads(out.with_suffix(".json").read_text())
-    assert settings["backend"] == "champ" and settings["config"]["steps"] == 2
+    assert settings["backend"] == "champ" and settings["config"]["settings"]["steps"] == 2
     assert not out.with_name(out.name + ".partial").exists()
+
+
+class TestChampContract(PipelineContract):
+    """The shared pipeline contract, on tiny random networks."""
+
+    @pytest.fixture
+    def contract(self, walk6, anny):
+        from studio.pipeline import AnimateRequest
+
+        def make_pipeline(config):
+            pipe = tiny_pipeline()
+            pipe.config = dataclasses.replace(config, steps=2, context_frames=4, context_overlap=2)
+            return pipe
+
+        reference = (np.random.default_rng(0).random((90, 60, 3)) * 255).astype(np.uint8)
+        motion = dataclasses.replace(walk6, camera=walk6.camera.resized((64, 40)))
+
+        def make_request(task, *, seed=0, **fields):
+            base = dict(reference=reference, reference_mask=None, reference_condition=None, motion=motion, size=(64, 40), body_model=anny, seed=seed)
+            return AnimateRequest(**{**base, **fields})
+
+        return ContractCase(ChampPipeline, make_pipeline, make_request, resumable=True)

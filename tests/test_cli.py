@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def studio(*args, cwd=None, env=None):
     )
 
 
+@pytest.mark.slow
 def test_render_video_has_every_frame_and_map_side_by_side(tmp_path):
     out = tmp_path / "maps.mp4"
     r = studio("render", WALK, "-o", out, "--maps", "depth,normal,skeleton", "--size", "128")
@@ -34,9 +36,11 @@ def test_render_video_has_every_frame_and_map_side_by_side(tmp_path):
     frames = list(read_video_frames(out))
     assert len(frames) == 60
     assert frames[0].shape == (128, 3 * 96, 3)  # 640x480 camera -> 128x96 tiles, three of them
-    assert list(tmp_path.iterdir()) == [out]  # no temporary files left
+    assert sorted(tmp_path.iterdir()) == [out.with_suffix(".json"), out]  # the video and its settings; no temporary files left
+    assert json.loads(out.with_suffix(".json").read_text())["maps"] == ["depth", "normal", "skeleton"]
 
 
+@pytest.mark.slow
 def test_render_png_folder(tmp_path):
     out = tmp_path / "maps"
     r = studio("render", WALK, "-o", f"{out}/", "--maps", "mask,depth_metric", "--size", "64")
@@ -54,6 +58,7 @@ def test_render_png_folder(tmp_path):
         ("half.npz", WALK.read_bytes()[:5000], "not a readable studio condition"),
     ],
 )
+@pytest.mark.slow
 def test_bad_motion_is_one_line_and_leaves_nothing(tmp_path, name, content, message):
     src = tmp_path / name
     if content is not None:
@@ -67,11 +72,13 @@ def test_bad_motion_is_one_line_and_leaves_nothing(tmp_path, name, content, mess
     assert r.stdout == ""
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     r = studio("--debug", "render", tmp_path / "missing.npz", "-o", tmp_path / "o.mp4")
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_unknown_map_and_bad_output_suffix(tmp_path):
     r = studio("render", WALK, "-o", tmp_path / "o.mp4", "--maps", "depth,albedo")
     assert r.returncode == 1 and "unknown map" in r.stderr
@@ -79,14 +86,16 @@ def test_unknown_map_and_bad_output_suffix(tmp_path):
     assert r.returncode == 1 and ".mp4" in r.stderr and not (tmp_path / "o.gif").exists()
 
 
+@pytest.mark.slow
 def test_doctor_reports_and_passes():
     r = studio("doctor", env={"STUDIO_SMPLX_DIR": ""})
     assert r.returncode == 0, r.stdout + r.stderr
-    for line in ("EGL renderer", "anny body model", "SMPL-X model files", "MediaPipe models", "ffmpeg"):
+    for line in ("EGL renderer", "anny body model", "smplx model files", "smpl model files", "MediaPipe models", "ffmpeg", "studio.pipelines", "mesh"):
         assert line in r.stdout
     assert "embedded defaults work" in r.stdout
 
 
+@pytest.mark.slow
 def test_doctor_finds_smplx_files(smplx_dir):
     r = studio("doctor", "--body-model-dir", smplx_dir)
     assert r.returncode == 0
@@ -129,6 +138,7 @@ def assert_one_line_error(r, message, *leftovers):
         assert not list(path.parent.glob(f".{path.stem}*"))
 
 
+@pytest.mark.slow
 def test_pose_image_writes_condition_and_preview(tmp_path):
     from studio.condition import HumanCondition
 
@@ -153,6 +163,7 @@ def grey_gap_video(path, frames, gap):
             w.write(np.full_like(f, 128) if i in gap else f)
 
 
+@pytest.mark.slow
 def test_pose_video_counts_and_fills_frames_without_a_person(tmp_path):
     from studio.condition import HumanCondition
     from studio.media import VideoReader
@@ -171,6 +182,7 @@ def test_pose_video_counts_and_fills_frames_without_a_person(tmp_path):
     assert len(list(read_video_frames(preview))) == 20
 
 
+@pytest.mark.slow
 def test_pose_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
     out = tmp_path / "m.npz"
     corrupt = tmp_path / "broken.mp4"
@@ -194,6 +206,7 @@ def test_pose_bad_inputs_are_one_line_and_leave_nothing(tmp_path):
     assert_one_line_error(studio("pose", MEDIA / "ref_sitting.jpg", "-o", tmp_path / "m.txt"), ".npz", tmp_path / "m.txt")
 
 
+@pytest.mark.slow
 def test_pose_picks_a_person_among_several(tmp_path):
     from studio.media import VideoReader, write_image
 
@@ -205,6 +218,7 @@ def test_pose_picks_a_person_among_several(tmp_path):
     assert_one_line_error(studio("pose", image, "-o", tmp_path / "b.npz", "--person", "3"), "found 2 people", tmp_path / "b.npz")
 
 
+@pytest.mark.slow
 def test_motion_import_render_and_export(tmp_path):
     motion, bvh = tmp_path / "run.npz", tmp_path / "run.bvh"
     r = studio("motion", "import", MEDIA / "cmu_02_03_run.bvh", "-o", motion, "--fps", "24")
@@ -220,6 +234,7 @@ def test_motion_import_render_and_export(tmp_path):
     assert_one_line_error(studio("motion", "import", cut, "-o", tmp_path / "cut.npz"), "truncated", tmp_path / "cut.npz")
 
 
+@pytest.mark.slow
 def test_pose_with_the_smplx_body(tmp_path, smplx_dir):
     from studio.condition import HumanCondition
 

@@ -13,7 +13,8 @@ from studio.body.joints import JOINT_INDEX
 from studio.condition import HumanCondition, project
 from studio.fit import BodyFitter, FitConfig
 from studio.fit.evaluation import EVAL_JOINTS, mpjpe, pa_mpjpe, synthetic_keypoints
-from studio.fit.fitter import _align, _solve_translation
+from studio.body.base import rotation_between
+from studio.fit.fitter import _solve_translation
 from studio.fit.prior import limit_penalty
 from studio.motion import import_motion
 
@@ -102,7 +103,7 @@ def test_translation_solve_is_exact_without_noise():
 def test_align_turns_one_direction_into_another():
     a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     b = torch.tensor([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [0.6, 0.0, 0.8]])
-    R = _align(a, b)
+    R = rotation_between(a, b)
     assert torch.allclose((R @ a[..., None])[..., 0], b, atol=1e-5)
     assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3).expand(3, 3, 3), atol=1e-5)
 

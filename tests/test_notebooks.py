@@ -10,8 +10,13 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_walkthroughs_are_there():
-    assert [p.name for p in NOTEBOOKS] == ["01_pose_to_condition.ipynb", "02_animate.ipynb", "03_motion_sources.ipynb"]
+def test_the_readme_lists_exactly_the_walkthroughs_there_are():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Jupyter walkthroughs") :].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(\d\d_[a-z_]+\.ipynb)`", section))
+    assert NOTEBOOKS and listed == {p.name for p in NOTEBOOKS}
 
 
 @pytest.mark.slow

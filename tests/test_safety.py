@@ -227,7 +227,10 @@ CORPUS = [
     ("option-render-size-zero", "render {c}/walk.npz -o {o}/r.mp4 --size 0", "--size must be", 1),
     ("option-render-size-huge", "render {c}/walk.npz -o {o}/r.mp4 --size 100000", "--size must be", 1),
     ("option-animate-size", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --size 10", "--size must be", 1),
-    ("option-animate-steps", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --steps 0", "--steps must be", 1),
+    ("option-pipeline-setting-range", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --set supersample=0", "supersample must be 1-4", 1),
+    ("option-pipeline-setting-type", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --set supersample=two", "expected a whole number", 1),
+    ("option-pipeline-setting-unknown", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --set steps=3", "unknown setting 'steps' for the mesh pipeline", 1),
+    ("option-pipeline-setting-form", f"animate {REF} {{c}}/run.bvh -o {{o}}/a.mp4 --set supersample", "--set takes key=value", 1),
     # 4. resource bombs: refused before allocating
     ("bomb-bvh-frame-time", "motion import {c}/bomb.bvh -o {o}/m.npz", "Frame Time must be", 1),
     ("bomb-fps-option", "motion import {c}/run.bvh -o {o}/m.npz --fps 1e9", "--fps must be", 1),
@@ -347,12 +350,12 @@ def test_bvh_with_more_lines_than_frames_reads_the_announced_frames(tmp_path):
 
 def test_a_failing_side_output_publishes_nothing(tmp_path, capsys, monkeypatch):
     """animate's main output is complete when --side-by-side fails: neither may be left in place."""
-    import studio.animate as animate_module
+    import studio.animate.job as job_module
 
     def broken(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "sbs.mp4"))
 
-    monkeypatch.setattr(animate_module, "_write_side_by_side", broken)
+    monkeypatch.setattr(job_module, "_write_side_by_side", broken)
     code, err = run_cli(capsys, "animate", REF, RUN, "-o", tmp_path / "a.mp4", "--side-by-side", tmp_path / "sbs.mp4", "--size", "128")
     assert code == 1 and "no space left on the device holding" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "a.json").exists() and not (tmp_path / "sbs.mp4").exists()

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from studio.condition import Camera, HumanCondition
+from studio.camera import Camera
+from studio.condition import HumanCondition
 from studio.errors import StudioError
+from studio.pipeline import AnimateRequest, AnimateResult, PipelineBase
 
 from .weights import (
     FOLDER_SOURCES,
@@ -84,8 +86,8 @@ def make_scheduler(**overrides) -> DDIMScheduler:
 class ChampConfig:
     """Sampling settings (the defaults are Champ's)."""
 
-    num_inference_steps: int = 20
-    """DDIM steps."""
+    steps: int = 20
+    """DDIM denoising steps."""
     guidance_scale: float = 3.5
     """Classifier-free guidance on the CLIP image token (1 turns it off)."""
     context_frames: int = 24
@@ -93,10 +95,20 @@ class ChampConfig:
     context_overlap: int = 4
     """Frames shared by neighbouring windows; their predictions are averaged. The last window wraps
     around to the first frames (Champ's closed-loop schedule, see ``context_windows``)."""
-    seed: int = 0
-    """Seed of the initial noise (drawn on the CPU, so the same on every device)."""
     decode_batch: int = 8
     """Frames decoded by the VAE at once."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps must be 1-1000, got {self.steps}")
+        if not (np.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= 50.0):
+            raise ValueError(f"guidance_scale must be 0-50, got {self.guidance_scale}")
+        if not 1 <= self.context_frames <= 32:
+            raise ValueError(f"context_frames must be 1-32 (the motion modules' length), got {self.context_frames}")
+        if not 0 <= self.context_overlap < self.context_frames:
+            raise ValueError(f"context_overlap must be 0-{self.context_frames - 1}, got {self.context_overlap}")
+        if not 1 <= self.decode_batch <= 256:
+            raise ValueError(f"decode_batch must be 1-256, got {self.decode_batch}")
 
 
 @dataclasses.dataclass
@@ -143,14 +155,16 @@ def render_guidance(condition: HumanCondition, camera: Camera, *, body_model=Non
     return np.concatenate(planes, axis=-1).transpose(0, 3, 1, 2)
 
 
-class ChampPipeline:
+class ChampPipeline(PipelineBase):
     """Champ: human image animation guided by 3D body renders (Zhu et al. 2024), on studio's conditions."""
 
     name = "champ"
-    can_animate = True
+    tasks = ("animate",)
+    Config = ChampConfig
+    required_conditions = ("reference", "motion")
     needs_gpu = True  # runs on CPU too, but a 20-step video takes hours there
-    required_conditions = ("body", "camera")
-    optional_conditions = ()
+    chunk_frames = None  # its windows span the video: the whole motion in one call
+    weights_help = SOURCE
 
     def __init__(
         self,
@@ -174,6 +188,7 @@ class ChampPipeline:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self._offload_hooks: list = []
+        self.config = ChampConfig()
         for module in self._modules():
             module.eval().requires_grad_(False)
 
@@ -185,6 +200,15 @@ class ChampPipeline:
     @classmethod
     def weights_status(cls, weights: Path | None) -> tuple[bool, str]:
         return weights_status(weights)
+
+    @classmethod
+    def load(cls, weights: Path | None, config: ChampConfig) -> ChampPipeline:
+        """The contract's constructor: ``from_pretrained`` with these sampling settings."""
+        if weights is None:
+            raise StudioError(f"champ: {weights_status(None)[1]}")
+        pipe = cls.from_pretrained(weights)
+        pipe.config = config
+        return pipe
 
     @classmethod
     def from_pretrained(cls, weights: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ChampPipeline:
@@ -256,8 +280,8 @@ class ChampPipeline:
             raise ValueError(f"context_frames must be 1-{max_frames} (the motion modules' length), got {config.context_frames}")
         if not 0 <= config.context_overlap < config.context_frames:
             raise ValueError(f"context_overlap must be 0-{config.context_frames - 1}, got {config.context_overlap}")
-        if config.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {config.num_inference_steps}")
+        if config.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {config.steps}")
 
     @torch.no_grad()
     def __call__(
@@ -268,6 +292,7 @@ class ChampPipeline:
         height: int | None = None,
         width: int | None = None,
         config: ChampConfig | None = None,
+        seed: int = 0,
         body_model=None,
         checkpoint_dir: str | Path | None = None,
         callback: Callable[[int, int], None] | None = None,
@@ -278,6 +303,7 @@ class ChampPipeline:
             reference: the person to animate [H0, W0, 3] uint8; resized to the output size.
             condition: T frames of body and camera; the output has T frames.
             height, width: output size (default: the condition's image size).
+            seed: seed of the initial noise (drawn on the CPU, so the same on every device).
             body_model: the body model to render ``condition`` with (default: loaded by name).
             checkpoint_dir: if given, the latents are saved there after every step, and a run with the
                 same inputs continues from the last saved step.
@@ -315,16 +341,16 @@ class ChampPipeline:
         self.reference_bank.readers = torch.tensor([False, True]) if use_cfg else None
 
         # Latents of the whole video on the CPU; windows go to the device one at a time.
-        self.scheduler.set_timesteps(config.num_inference_steps)
+        self.scheduler.set_timesteps(config.steps)
         latent_shape = (1, self.vae.config.latent_channels, num_frames, ch // 8, cw // 8)
-        generator = torch.Generator("cpu").manual_seed(config.seed)
+        generator = torch.Generator("cpu").manual_seed(seed)
         latents = torch.randn(latent_shape, generator=generator) * self.scheduler.init_noise_sigma
         start, state_file = 0, None
         if checkpoint_dir is not None:
             state_file = Path(checkpoint_dir) / "champ_latents.pt"
-            start, latents = _resume(state_file, latents, config)
-        total = config.num_inference_steps * len(windows)
-        for step in range(start, config.num_inference_steps):
+            start, latents = _resume(state_file, latents, config, seed)
+        total = config.steps * len(windows)
+        for step in range(start, config.steps):
             t = self.scheduler.timesteps[step]
             # Each branch's predictions are summed per frame and divided by the frame's window count;
             # then the guidance combines the two averages (Champ's order).
@@ -346,7 +372,7 @@ class ChampPipeline:
                 prediction = uncond + config.guidance_scale * (cond - uncond)
             latents = self.scheduler.step(prediction, t, latents).prev_sample
             if state_file is not None:
-                _save_state(state_file, latents, step + 1, config)
+                _save_state(state_file, latents, step + 1, config, seed)
         self.reference_bank.clear()
         for hook in self._offload_hooks:
             hook.offload()
@@ -361,40 +387,48 @@ class ChampPipeline:
         return ChampOutput(frames=frames)
 
 
-    def animate(
-        self,
-        reference: np.ndarray,
-        condition: HumanCondition,
-        *,
-        height: int,
-        width: int,
-        steps: int | None = None,
-        seed: int = 0,
-        body_model=None,
-        checkpoint_dir: str | Path | None = None,
-        callback: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """``studio animate``'s entry: Champ's default settings with the given steps and seed -> [T, H, W, 3] uint8."""
-        config = ChampConfig(seed=seed) if steps is None else ChampConfig(num_inference_steps=steps, seed=seed)
+    def animate(self, request: AnimateRequest) -> AnimateResult:
+        """The ``animate`` task: Champ with this pipeline's settings on one request (the whole motion;
+        the latents are checkpointed in ``request.checkpoint_dir`` after every step)."""
+        config = self.config
         motion = self.denoising_unet.motion_config
         if motion is not None and config.context_frames > motion.max_frames:  # models trained with shorter windows
-            config.context_frames = motion.max_frames
-            config.context_overlap = min(config.context_overlap, config.context_frames // 2)
-        return self(reference, condition, height=height, width=width, config=config, body_model=body_model, checkpoint_dir=checkpoint_dir, callback=callback).frames
+            config = dataclasses.replace(config, context_frames=motion.max_frames, context_overlap=min(config.context_overlap, motion.max_frames // 2))
+        h, w = request.size
+        try:
+            out = self(
+                request.reference, request.motion, height=h, width=w, config=config, seed=request.seed, body_model=request.body_model,
+                checkpoint_dir=request.checkpoint_dir, callback=request.on_progress,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise StudioError(f"champ: {exc}") from exc
+        return AnimateResult(frames=out.frames)
+
+    def close(self) -> None:
+        """Free the networks' memory (GPU memory too)."""
+        import gc
+
+        for hook in self._offload_hooks:
+            hook.remove()
+        self._offload_hooks = []
+        self.reference_bank.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
-def _state_settings(config: ChampConfig) -> dict:
-    return {"steps": config.num_inference_steps, "seed": config.seed, "scale": config.guidance_scale, "context": [config.context_frames, config.context_overlap]}
+def _state_settings(config: ChampConfig, seed: int) -> dict:
+    return {"steps": config.steps, "seed": seed, "scale": config.guidance_scale, "context": [config.context_frames, config.context_overlap]}
 
 
-def _save_state(path: Path, latents: torch.Tensor, step: int, config: ChampConfig) -> None:
+def _save_state(path: Path, latents: torch.Tensor, step: int, config: ChampConfig, seed: int) -> None:
     from studio.media import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"latents": latents, "step": step, "settings": _state_settings(config)}, tmp)
+        torch.save({"latents": latents, "step": step, "settings": _state_settings(config, seed)}, tmp)
 
 
-def _resume(path: Path, latents: torch.Tensor, config: ChampConfig) -> tuple[int, torch.Tensor]:
+def _resume(path: Path, latents: torch.Tensor, config: ChampConfig, seed: int) -> tuple[int, torch.Tensor]:
     """(first step to run, latents) from a saved state of the same run, else (0, the fresh latents)."""
     if not path.is_file():
         return 0, latents
@@ -403,9 +437,9 @@ def _resume(path: Path, latents: torch.Tensor, config: ChampConfig) -> tuple[int
     except Exception:
         logger.warning("%s is unreadable; starting the denoising over", path)
         return 0, latents
-    if state.get("settings") != _state_settings(config) or tuple(state["latents"].shape) != tuple(latents.shape):
+    if state.get("settings") != _state_settings(config, seed) or tuple(state["latents"].shape) != tuple(latents.shape):
         return 0, latents
-    logger.info("resuming champ at step %d of %d", state["step"], config.num_inference_steps)
+    logger.info("resuming champ at step %d of %d", state["step"], config.steps)
     return int(state["step"]), state["latents"]
 
 

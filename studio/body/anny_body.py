@@ -18,13 +18,7 @@ from pathlib import Path
 import roma
 import torch
 
-from studio.body.base import (
-    BodyModel,
-    BodyOutput,
-    full_pose_matrices,
-    linear_blend_skinning,
-    rigid,
-)
+from studio.body.base import BodyModel, BodyOutput, full_pose_matrices, rigid, rotation_between
 from studio.body.joints import (
     JOINT_INDEX,
     LANDMARK_NAMES,
@@ -32,6 +26,7 @@ from studio.body.joints import (
     SMPLX_JOINT_NAMES,
     joint_to_part,
 )
+from studio.body.skinning import pose_points
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +99,17 @@ def anny_cache_ready() -> bool:
     return d.is_dir() and any(d.rglob("build_compact_model_data_*"))
 
 
-def _aligning_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Smallest rotation taking direction a [3] to direction b [3]: [3, 3]."""
-    a = a / a.norm()
-    b = b / b.norm()
-    v = torch.linalg.cross(a, b)
-    c = torch.dot(a, b)
-    vx = torch.tensor([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]], dtype=a.dtype)
-    return torch.eye(3, dtype=a.dtype) + vx + vx @ vx / (1.0 + c).clamp_min(1e-8)
-
-
 class AnnyBody(BodyModel):
-    """Anny behind studio's body-model protocol. Shape field: ``phenotype`` [T, 6]."""
+    """Anny behind studio's body-model protocol. Shape field: ``phenotype`` [T, 6], each 0..1.
+
+    Skinning bones: Anny's 104 bones (``bone_names``); ``bone_transforms`` take the T-pose canonical
+    space to the posed world. Anny skins from its own A-pose rest, so reposing the T-pose with them
+    needs ``studio.body.skinning``'s offsets near the shoulders and hips.
+    """
 
     name = "anny"
+    shape_field = "phenotype"
+    shape_bounds = (0.0, 1.0)
 
     def __init__(self) -> None:
         super().__init__()
@@ -135,7 +127,8 @@ class AnnyBody(BodyModel):
         self.shape_dims = {"phenotype": len(self.phenotype_labels)}
         bones = list(model.bone_labels)
         self.bone_names = tuple(bones)
-        parents = list(model.bone_parents)
+        parents = [int(p) for p in model.bone_parents]
+        self.bone_parents = tuple(parents)
         index = {b: i for i, b in enumerate(bones)}
 
         self.register_buffer("faces", model.faces.long().clone(), persistent=False)
@@ -180,7 +173,7 @@ class AnnyBody(BodyModel):
             if bones[b] in aims:
                 child, target = aims[bones[b]]
                 direction = parent_rot @ (ref_heads[index[child]] - ref_heads[b])
-                align = _aligning_rotation(direction, target)
+                align = rotation_between(direction, target)
                 local[b] = parent_rot.T @ align @ parent_rot
             accumulated[b] = parent_rot @ local[b]
         parent_accumulated = torch.stack(
@@ -295,7 +288,7 @@ class AnnyBody(BodyModel):
             else:
                 ids = self.landmark_vertex[lm]
                 rest_landmarks = rest["rest_vertices"][:, ids].expand(T, -1, -1)
-                landmarks_anny = linear_blend_skinning(rest_landmarks, self.skin_weights[ids], local_skinning)
+                landmarks_anny = pose_points(rest_landmarks, self.skin_weights[ids], local_skinning)
         pelvis = rest["rest_bone_heads"][:, 0] @ self.to_world.T  # [T or 1, 3] in the world frame
         G = rigid(rotations[:, 0], pelvis + p["transl"])  # [T, 4, 4]
         heads = self._to_world_points(heads_anny, G)
@@ -306,9 +299,20 @@ class AnnyBody(BodyModel):
         if not all_vertices:
             return BodyOutput(vertices=None, joints=joints, bone_transforms=None)
         C4 = rigid(self.to_world, torch.zeros(3, device=G.device))
-        bone_transforms = G[:, None] @ C4 @ local_skinning @ C4.T
+        # Anny's skinning transforms take its A-pose rest to the pose; the T-pose's (zero rotations,
+        # zero translation) taken off makes them canonical (T-pose) -> posed.
+        tpose = rigid(torch.eye(3, device=G.device).expand_as(G[:, :3, :3]), pelvis)[:, None] @ C4 @ self._tpose_skinning(rest)
+        bone_transforms = G[:, None] @ C4 @ local_skinning @ torch.linalg.inv(tpose)
         vertices = self._to_world_points(vertices_anny, G)
         return BodyOutput(vertices=vertices, joints=joints, bone_transforms=bone_transforms)
+
+    def _tpose_skinning(self, rest: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Anny's skinning transforms [T or 1, B, 4, 4] (Anny frame, root at the origin) of the
+        T-pose, for a rest model from ``_rest_model`` (kept with it when it is cached)."""
+        if "tpose_skinning" not in rest:
+            zero = self._anny_deltas(torch.eye(3, device=self.to_world.device).expand(1, 55, 3, 3))
+            rest["tpose_skinning"] = self.anny.get_bone_transforms(zero, rest["rest_bone_poses"])[0]
+        return rest["tpose_skinning"]
 
     def _compact_chain_structure(self) -> dict:
         """Once: the bones the joints-only path needs (the root, every bone a SMPL-X joint drives, and
@@ -436,10 +440,3 @@ class AnnyBody(BodyModel):
         """Anny-frame points with the root at the origin [T, N, 3] -> world [T, N, 3]."""
         world = points @ self.to_world.T
         return world @ G[:, :3, :3].transpose(-1, -2) + G[:, None, :3, 3]
-
-    def rest_vertices(self, phenotype: torch.Tensor) -> torch.Tensor:
-        """Rest-pose (Anny's A-pose) vertices for LBS with ``bone_transforms``: [T, V, 3] world."""
-        coeffs = self.anny.get_phenotype_blendshape_coefficients(
-            **{k: phenotype[:, i] for i, k in enumerate(self.phenotype_labels)}
-        )
-        return self.anny.get_rest_vertices(coeffs) @ self.to_world.T

@@ -1,6 +1,6 @@
-"""Body fitting: ``Keypoints`` -> body parameters and a camera, as a ``HumanCondition``."""
+"""Body fitting: ``Keypoints`` -> body parameters and a camera, as a ``HumanCondition``. (The
+``studio pose`` job that decodes media and runs the estimator around this is ``studio.capture``.)"""
 
 from studio.fit.fitter import BodyFitter, FitConfig
-from studio.fit.media import PoseResult, pose_file, pose_image, pose_video
 
-__all__ = ["BodyFitter", "FitConfig", "PoseResult", "pose_file", "pose_image", "pose_video"]
+__all__ = ["BodyFitter", "FitConfig"]

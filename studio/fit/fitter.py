@@ -26,7 +26,7 @@ import logging
 import roma
 import torch
 
-from studio.body.base import BodyModel
+from studio.body.base import BodyModel, rotation_between
 from studio.body.joints import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS
 from studio.condition import Camera, HumanCondition, default_focal_length
 from studio.fit.prior import joint_limits, limit_penalty
@@ -87,7 +87,6 @@ def _joint_weights() -> torch.Tensor:
 
 
 _TORSO = [JOINT_INDEX[n] for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
-_SHAPE_ANCHOR = {"anny": "phenotype", "smplx": "betas"}
 
 
 class BodyFitter:
@@ -97,7 +96,7 @@ class BodyFitter:
         self.model = body_model
         self.config = config or FitConfig()
         self.weights = _joint_weights()
-        self.shape_field = _SHAPE_ANCHOR.get(body_model.name, next(iter(body_model.shape_dims)))
+        self.shape_field = body_model.shape_field or next(iter(body_model.shape_dims))
         self.shape: torch.Tensor | None = None  # [1, D] once fitted
         self._previous: torch.Tensor | None = None  # [<=2, J, 3] camera-space joints of the last fitted frames
         self._last: dict[str, torch.Tensor] | None = None  # the last fitted frame's parameters
@@ -148,9 +147,10 @@ class BodyFitter:
         K = camera.K[0]
         scale = float(max(kp.image_size))
         points = torch.from_numpy(kp.points).float()
-        conf = torch.from_numpy(kp.confidence).float() * self.weights
+        known = self.model.joint_valid.float().cpu()  # joints the model lacks (SMPL's fingers) pull on nothing
+        conf = torch.from_numpy(kp.confidence).float() * self.weights * known
         world_obs = torch.from_numpy(kp.world).float() * _FLIP  # world axes, hip-centred
-        world_conf = torch.from_numpy(kp.world_confidence).float()
+        world_conf = torch.from_numpy(kp.world_confidence).float() * known
 
         shape = self.shape if self.shape is not None else model.default_shape()[self.shape_field]
         with torch.no_grad():
@@ -236,9 +236,8 @@ class BodyFitter:
         return HumanCondition(body_model=model.name, body=body, camera=camera, fps=kp.fps), joints
 
     def _clamp_shape(self, shape: torch.Tensor) -> torch.Tensor:
-        if self.model.name == "anny":  # phenotype values live in 0..1
-            return shape.clamp(0.0, 1.0)
-        return shape
+        bounds = self.model.shape_bounds
+        return shape if bounds is None else shape.clamp(*bounds)
 
     # -- closed-form initialisation ---------------------------------------------------------------
     def _initialise(self, kp, world_obs, world_conf, points, conf, K, shape) -> dict[str, torch.Tensor]:
@@ -275,7 +274,7 @@ class BodyFitter:
                 n_o = torch.where(straight[:, None], (glob @ n_r[..., None])[..., 0], n_o)
                 g_root = _frame(a_o, n_o) @ _frame(a_r, n_r).transpose(-1, -2)
                 l_root = glob.transpose(-1, -2) @ g_root
-                l_mid = _align(f_r, (g_root.transpose(-1, -2) @ f_o[..., None])[..., 0])
+                l_mid = rotation_between(f_r, (g_root.transpose(-1, -2) @ f_o[..., None])[..., 0])
                 valid = ok(*names)[:, None, None]
                 jr, jm = JOINT_INDEX[names[0]], JOINT_INDEX[names[1]]
                 local[:, jr] = torch.where(valid, l_root, local[:, jr])
@@ -288,7 +287,7 @@ class BodyFitter:
                 )
                 d_o = torch.stack([P(n) for n in tip_to]).mean(0) - torch.stack([P(n) for n in tip_from]).mean(0)
                 d_r = torch.stack([R(n) for n in tip_to]).mean(0) - torch.stack([R(n) for n in tip_from]).mean(0)
-                l_end = _align(d_r, (g_mid.transpose(-1, -2) @ d_o[..., None])[..., 0])
+                l_end = rotation_between(d_r, (g_mid.transpose(-1, -2) @ d_o[..., None])[..., 0])
                 je = JOINT_INDEX[names[2]]
                 valid_end = (ok(*names, *tip_from, *tip_to))[:, None, None]
                 local[:, je] = torch.where(valid_end, l_end, local[:, je])
@@ -328,20 +327,7 @@ def _frame(a: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.stack([a, n, torch.linalg.cross(a, n)], dim=-1)
 
 
-def _align(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The smallest rotations [T, 3, 3] turning directions a [T, 3] into b [T, 3]."""
-    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    axis = torch.linalg.cross(a, b)
-    sin = axis.norm(dim=-1, keepdim=True)
-    cos = (a * b).sum(-1, keepdim=True)
-    angle = torch.atan2(sin, cos)
-    # Opposite directions: any axis perpendicular to a.
-    fallback = torch.linalg.cross(a, torch.tensor([0.0, 0.0, 1.0]).expand_as(a))
-    fallback = torch.where(fallback.norm(dim=-1, keepdim=True) < 1e-3, torch.linalg.cross(a, torch.tensor([0.0, 1.0, 0.0]).expand_as(a)), fallback)
-    axis = torch.where(sin < 1e-6, fallback, axis)
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    return roma.rotvec_to_rotmat(axis * angle)
+# The name tests/test_fit.py imports (studio.body.base.rotation_between serves every caller).
 
 
 def _solve_translation(joints: torch.Tensor, points: torch.Tensor, conf: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

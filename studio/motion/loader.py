@@ -55,7 +55,7 @@ def load_motion(
     if not path.is_file():
         raise StudioError(f"{path}: no such file")
     if kind == "video":
-        from studio.fit import pose_video
+        from studio.capture import pose_video
 
         return pose_video(path, body_model=body_model, on_frames=on_frames).condition, kind
     if kind == "npz":

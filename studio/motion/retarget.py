@@ -17,7 +17,7 @@ import numpy as np
 import roma
 import torch
 
-from studio.body.base import BodyModel, matrix_to_axis_angle
+from studio.body.base import BodyModel, matrix_to_axis_angle, rotation_between
 from studio.body.joints import JOINT_INDEX, SMPLX_JOINT_NAMES, SMPLX_PARENTS
 from studio.condition import Camera, HumanCondition, default_focal_length
 from studio import validate
@@ -146,7 +146,7 @@ def bvh_to_condition(
             if child is not None and child in mapping:
                 ours = rest[JOINT_INDEX[child]] - rest[j]
                 theirs = rest_src[mapping[child]] - rest_src[mapping[name]]
-                correction = _rotation_between(ours, theirs)
+                correction = rotation_between(ours, theirs)
             glob[:, j] = rot[:, mapping[name]] @ correction
         elif parent >= 0:
             glob[:, j] = glob[:, parent]
@@ -180,24 +180,6 @@ def _leg_length(rest: torch.Tensor, mapping: dict[str, int]) -> float:
     if not length > 0:
         raise StudioError("the BVH skeleton's legs have no length")
     return length
-
-
-def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Smallest rotation [3, 3] turning direction a [3] into b [3] (identity if either is zero)."""
-    if a.norm() < 1e-9 or b.norm() < 1e-9:
-        return torch.eye(3, dtype=a.dtype)
-    a = a / a.norm()
-    b = b / b.norm()
-    axis = torch.linalg.cross(a, b)
-    s, c = axis.norm(), torch.dot(a, b)
-    if s < 1e-9:
-        if c > 0:
-            return torch.eye(3, dtype=a.dtype)
-        perp = torch.linalg.cross(a, torch.tensor([1.0, 0.0, 0.0], dtype=a.dtype))
-        if perp.norm() < 1e-6:
-            perp = torch.linalg.cross(a, torch.tensor([0.0, 1.0, 0.0], dtype=a.dtype))
-        return roma.rotvec_to_rotmat(perp / perp.norm() * torch.pi)
-    return roma.rotvec_to_rotmat(axis / s * torch.atan2(s, c))
 
 
 def _resample_indices(n: int, fps_in: float, fps_out: float | None, *, what: str) -> np.ndarray:

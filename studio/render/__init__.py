@@ -15,13 +15,14 @@ Encodings (also in the README):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from studio.body.joints import BODY_PART_COLORS
+from studio.camera import Camera, project, world_to_camera
 from studio.errors import StudioError
 from studio.render.gl import MeshRasterizer, egl_platform_hint
 from studio.render.skeleton import draw_skeleton
@@ -88,69 +89,82 @@ def iter_map_video_frames(
 
 
 class GuidanceRenderer:
-    """Renders guidance maps for one body model at one output size, chunk by chunk."""
+    """Renders guidance maps of one mesh topology at one output size, chunk by chunk.
 
-    def __init__(self, body_model, *, image_size: tuple[int, int], maps: Sequence[str] = MAP_NAMES) -> None:
+    It knows meshes and cameras only: the vertices and joints of each chunk come from a callable
+    (``HumanCondition.iter_render`` passes its body model's forward pass), so rendering imports no
+    body model and no condition.
+    """
+
+    def __init__(
+        self,
+        faces: torch.Tensor,
+        part_labels: torch.Tensor,
+        *,
+        image_size: tuple[int, int],
+        maps: Sequence[str] = MAP_NAMES,
+        joint_valid: torch.Tensor | None = None,
+    ) -> None:
         """
         Args:
-            body_model: a studio BodyModel (gives faces, part labels, joints).
+            faces: [F, 3] vertex indices of the mesh.
+            part_labels: [V] body-part index of each vertex (``BODY_PART_NAMES``), for the semantic map.
             image_size: (height, width) of the output maps.
             maps: which maps to produce (see module docstring).
+            joint_valid: [NUM_JOINTS] bool, the joints the skeleton map may draw (default: all).
         """
-        self.body_model = body_model
+        self.faces = torch.as_tensor(faces).long()
+        self.num_vertices = int(part_labels.shape[0])
+        self.joint_valid = None if joint_valid is None else torch.as_tensor(joint_valid).cpu().numpy()
         self.maps = parse_maps(maps)
         self.height, self.width = image_size
         self.raster = None
         if _MESH_MAPS & set(self.maps):
             egl_platform_hint()
-            colors = np.asarray(BODY_PART_COLORS, dtype=np.uint8)[body_model.part_labels.cpu().numpy() + 1]
-            self.raster = MeshRasterizer(
-                body_model.faces.cpu().numpy(), colors, width=self.width, height=self.height
-            )
+            colors = np.asarray(BODY_PART_COLORS, dtype=np.uint8)[torch.as_tensor(part_labels).cpu().numpy() + 1]
+            self.raster = MeshRasterizer(self.faces.cpu().numpy(), colors, width=self.width, height=self.height)
 
-    @classmethod
-    def for_condition(cls, condition, *, maps: Sequence[str] = MAP_NAMES, size=None, body_model=None):
-        from studio.body import load_body_model
+    def iter_render(
+        self, posed: Callable[[slice], tuple[torch.Tensor, torch.Tensor]], camera: Camera, *, chunk_size: int = 32
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Yield map dicts for consecutive chunks of the camera's frames (see HumanCondition.render).
 
-        model = body_model if body_model is not None else load_body_model(condition.body_model)
-        camera = condition.camera.resized(size)
-        return cls(model, image_size=camera.image_size, maps=maps)
-
-    def iter_render(self, condition, *, chunk_size: int = 32) -> Iterator[dict[str, np.ndarray]]:
-        """Yield map dicts for consecutive chunks of ``condition``'s frames (see HumanCondition.render).
-
+        Args:
+            posed: frames (a slice) -> (vertices [n, V, 3], joints [n, NUM_JOINTS, 3]), world space.
+            camera: the T frames' camera (any image size: it is scaled to this renderer's).
         The arrays of one chunk are views into buffers reused for the next chunk: copy what you keep.
         """
-        from studio.condition import project, world_to_camera
-
-        camera = condition.camera.resized((self.height, self.width))
-        faces = self.body_model.faces
-        incidence = vertex_face_matrix(faces, self.body_model.num_vertices) if self.raster else None
-        valid = self.body_model.joint_valid.cpu().numpy()
+        camera = camera.resized((self.height, self.width))
+        num_frames = len(camera)
+        faces = self.faces
+        incidence = vertex_face_matrix(faces, self.num_vertices) if self.raster else None
         H, W = self.height, self.width
-        n_max = min(chunk_size, condition.num_frames)
+        n_max = min(chunk_size, num_frames)
         normal_buf = np.zeros((n_max, H, W, 4), dtype=np.uint8)
         color_buf = np.zeros((n_max, H, W, 4), dtype=np.uint8)
         depth_buf = np.zeros((n_max, H, W), dtype=np.float32) if "depth_metric" in self.maps else None
         skeleton_buf = np.zeros((n_max, H, W, 3), dtype=np.uint8) if "skeleton" in self.maps else None
+
         def prepare(frames: slice) -> dict[str, np.ndarray]:
             """Body forward, camera transform, normals and projection of one chunk (numpy out)."""
-            posed = condition.posed(self.body_model, frames=frames)
-            E = camera.extrinsics[frames].to(posed.vertices.device)
-            K = camera.K[frames].to(posed.vertices.device)
+            vertices, joints = posed(frames)
+            E = camera.extrinsics[frames].to(vertices.device)
+            K = camera.K[frames].to(vertices.device)
             data = {"K": K.cpu().numpy()}
             if self.raster is not None:
-                verts = world_to_camera(posed.vertices, E)
+                verts = world_to_camera(vertices, E)
                 data["vertices"] = verts.cpu().numpy()
-                data["normals"] = vertex_normals(verts, faces, incidence).cpu().numpy()
+                data["normals"] = vertex_normals(verts, faces.to(verts.device), incidence).cpu().numpy()
             if skeleton_buf is not None:
-                joints_cam = world_to_camera(posed.joints, E)
+                joints_cam = world_to_camera(joints, E)
                 data["joints2d"] = project(joints_cam, K).cpu().numpy()
                 data["in_front"] = (joints_cam[..., 2] > 1e-3).cpu().numpy()
+                if self.joint_valid is not None:
+                    data["in_front"] &= self.joint_valid
             return data
 
         # The next chunk's body-model work (torch, off the GIL) overlaps this chunk's rasterisation.
-        chunks = [slice(s, min(s + chunk_size, condition.num_frames)) for s in range(0, condition.num_frames, chunk_size)]
+        chunks = [slice(s, min(s + chunk_size, num_frames)) for s in range(0, num_frames, chunk_size)]
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(prepare, chunks[0])
             for i, frames in enumerate(chunks):
@@ -180,7 +194,7 @@ class GuidanceRenderer:
                 if skeleton_buf is not None:
                     skeleton_buf[:n] = 0
                     for t in range(n):
-                        draw_skeleton(skeleton_buf[t], data["joints2d"][t], visible=valid & data["in_front"][t])
+                        draw_skeleton(skeleton_buf[t], data["joints2d"][t], visible=data["in_front"][t])
                     out["skeleton"] = skeleton_buf[:n]
                 yield out
 

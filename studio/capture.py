@@ -1,4 +1,5 @@
-"""Media -> HumanCondition: estimation and fitting, end to end, for images and videos.
+"""The capture job (``studio pose``): media -> HumanCondition, estimation and fitting end to end, for
+images and videos.
 
 Videos stream through three overlapping stages: ffmpeg decodes (its own process, scaled down to the
 estimator's working size), MediaPipe tracks the person (a worker thread), and the fitter fits chunks
@@ -173,9 +174,9 @@ def pose_video(
                 if renderer is None:
                     from studio.render import GuidanceRenderer
 
-                    renderer = GuidanceRenderer(body_model, image_size=work_size, maps=("normal", "mask"))
+                    renderer = GuidanceRenderer(body_model.faces, body_model.part_labels, image_size=work_size, maps=("normal", "mask"))
                     stack.callback(renderer.release)
-                for maps in renderer.iter_render(cond, chunk_size=len(frames)):
+                for maps in renderer.iter_render(lambda frames, c=cond: _vertices_and_joints(c, body_model, frames), cond.camera, chunk_size=len(frames)):
                     for t, frame in enumerate(frames):
                         writer.write(overlay(frame, maps["normal"][t], maps["mask"][t]))
             if on_frames is not None:
@@ -187,6 +188,11 @@ def pose_video(
         if missing == len(all_kp):
             raise StudioError(f"{path}: no person found in any of its {len(all_kp)} frames")
     return PoseResult(HumanCondition.concat(conditions), all_kp, missing, estimator.num_people, estimator.person)
+
+
+def _vertices_and_joints(cond: HumanCondition, body_model: BodyModel, frames: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    out = cond.posed(body_model, frames=frames)
+    return out.vertices, out.joints
 
 
 def _with_frames(frames: Iterator[np.ndarray], estimator: PoseEstimator, *, fps: float, person: int | None):

@@ -1,4 +1,4 @@
-"""The embedded ``mesh`` animation backend: a textured body-model avatar cut from the reference image.
+"""The ``mesh`` pipeline's avatar: a textured body-model avatar cut from the reference image.
 
 Texture: every vertex takes its colour from a pixel of the reference image. Vertices the reference
 camera sees take the pixel they project to. The rest (the back, the sides, parts hidden behind other
@@ -8,8 +8,8 @@ ends. Colours are interpolated across triangles at full image resolution (a per-
 the reference, not per-vertex colours), so the face and clothes keep their detail.
 
 Background: the person is inpainted out of the reference (OpenCV's shift-map inpainting on the
-dilated person mask). Frames are rendered at twice the output size and reduced, which anti-aliases the
-silhouette.
+dilated person mask). Frames are rendered at ``supersample`` times the output size and reduced, which
+anti-aliases the silhouette.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ import torch
 
 from studio.body.base import BodyModel
 from studio.body.joints import BODY_PART_NAMES
-from studio.condition import HumanCondition, project, world_to_camera
+from studio.camera import project, world_to_camera
+from studio.condition import HumanCondition
 from studio.errors import StudioError
 from studio.render.gl import AttributeRasterizer, MeshRasterizer, egl_platform_hint
 
 logger = logging.getLogger(__name__)
-
-SUPERSAMPLE = 2
-
 
 @dataclasses.dataclass
 class MeshAvatar:
@@ -177,20 +175,21 @@ def inpaint_person(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -
 class AvatarRenderer:
     """Renders the avatar in a sequence of poses over its background."""
 
-    def __init__(self, avatar: MeshAvatar, body_model: BodyModel, *, output_size: tuple[int, int]) -> None:
+    def __init__(self, avatar: MeshAvatar, body_model: BodyModel, *, output_size: tuple[int, int], supersample: int = 2) -> None:
         self.avatar = avatar
         self.body_model = body_model
         self.height, self.width = output_size
+        self.supersample = supersample
         egl_platform_hint()
         self.raster = AttributeRasterizer(
-            body_model.faces.cpu().numpy(), body_model.num_vertices, width=self.width * SUPERSAMPLE, height=self.height * SUPERSAMPLE
+            body_model.faces.cpu().numpy(), body_model.num_vertices, width=self.width * supersample, height=self.height * supersample
         )
         self.raster.set_attribute(avatar.texture_coords)
-        self._buffer = np.zeros((self.height * SUPERSAMPLE, self.width * SUPERSAMPLE, 4), np.float32)
+        self._buffer = np.zeros((self.height * supersample, self.width * supersample, 4), np.float32)
 
     def render(self, condition: HumanCondition) -> np.ndarray:
         """Frames [T, h, w, 3] uint8 of the avatar posed by ``condition`` (output-size camera)."""
-        camera = condition.camera.resized((self.height * SUPERSAMPLE, self.width * SUPERSAMPLE))
+        camera = condition.camera.resized((self.height * self.supersample, self.width * self.supersample))
         with torch.no_grad():
             posed = condition.posed(self.body_model)
             verts = world_to_camera(posed.vertices, camera.extrinsics).numpy()

@@ -1,0 +1,102 @@
+"""``mesh``: studio's embedded animation pipeline. It needs no weights: the reference's fitted body is
+textured from the photo (see ``avatar``), the person is inpainted out of the background, and the
+avatar is rendered in every pose of the motion. Classical and deterministic; registered through the
+``studio.pipelines`` entry point like any other pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from studio.pipeline import AnimateRequest, AnimateResult, PipelineBase
+
+BACKGROUND_COLORS = {"black": (0, 0, 0), "white": (255, 255, 255), "green": (0, 177, 64)}
+
+
+@dataclasses.dataclass
+class MeshConfig:
+    """Settings of the mesh pipeline."""
+
+    supersample: int = 2
+    """Frames are rendered this many times larger and reduced, which anti-aliases the silhouette (1-4)."""
+    background: Literal["inpaint", "black", "white", "green"] = "inpaint"
+    """What is behind the person: the photo with the person inpainted out, or a plain colour (green for keying)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.supersample <= 4:
+            raise ValueError(f"supersample must be 1-4, got {self.supersample}")
+        if self.background not in ("inpaint", *BACKGROUND_COLORS):
+            raise ValueError(f"background must be inpaint, black, white or green, got {self.background!r}")
+
+
+class MeshPipeline(PipelineBase):
+    """The person of the photo as a textured body-model avatar (embedded; no weights, CPU)."""
+
+    name = "mesh"
+    tasks = ("animate",)
+    Config = MeshConfig
+    required_conditions = ("reference", "reference_mask", "reference_condition", "motion")
+    embedded = True
+    default_for = ("animate",)
+    chunk_frames = 16
+
+    def __init__(self, config: MeshConfig | None = None) -> None:
+        self.config = config or MeshConfig()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._background: Future | None = None
+        self._renderer = None
+        self._reference_id: int | None = None
+
+    @classmethod
+    def load(cls, weights: Path | None, config: MeshConfig) -> MeshPipeline:
+        return cls(config)
+
+    def _make_background(self, request: AnimateRequest) -> np.ndarray:
+        h, w = request.size
+        if self.config.background == "inpaint":
+            from .avatar import inpaint_person
+
+            return inpaint_person(request.reference, request.reference_mask, (h, w))
+        return np.broadcast_to(np.array(BACKGROUND_COLORS[self.config.background], np.uint8), (h, w, 3)).copy()
+
+    def start(self, request: AnimateRequest) -> None:
+        """Inpaint the background (it needs only the photo and the mask) while the reference is fitted."""
+        if self._background is None and request.reference is not None and request.reference_mask is not None:
+            self._background = self._pool.submit(self._make_background, request)
+
+    def animate(self, request: AnimateRequest) -> AnimateResult:
+        """Frames [T, H, W, 3] uint8 of the avatar in each pose of ``request.motion``."""
+        if self._renderer is None or self._reference_id != id(request.reference):
+            from .avatar import AvatarRenderer, build_avatar
+
+            self.close_renderer()
+            self.start(request)
+            background = self._background.result()
+            self._background = None
+            avatar = build_avatar(
+                request.reference, request.reference_mask, request.reference_condition,
+                body_model=request.body_model, output_size=request.size, background=background,
+            )  # fmt: skip
+            self._renderer = AvatarRenderer(avatar, request.body_model, output_size=request.size, supersample=self.config.supersample)
+            self._reference_id = id(request.reference)
+        frames = self._renderer.render(request.motion)
+        if request.on_progress is not None:
+            request.on_progress(len(frames), len(frames))
+        return AnimateResult(frames=frames)
+
+    def close_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
+
+    def close(self) -> None:
+        self.close_renderer()
+        self._pool.shutdown(cancel_futures=True)
+
+
+__all__ = ["MeshConfig", "MeshPipeline"]
