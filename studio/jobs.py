@@ -5,7 +5,7 @@ resolved-settings file written beside every output.
 settings with a fingerprint of the inputs) and one ``chunk_NNNNN.npy`` per finished chunk, each written
 atomically. A resumed run whose inputs and settings match skips the chunks already there; one that does
 not match starts over. Pipelines that resume inside one long call keep their own state in
-``store.folder`` too (Champ saves its latents there after every denoising step).
+``store.folder`` too (a diffusion pipeline saves its latents there after every denoising step).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The pipeline registry, filled from the ``studio.pipelines`` entry-point group, and the one place that
 decides what can run here: the CLI (``--backend``, ``studio pipelines``, ``studio doctor``) and the web
 demo (its backend menus and settings) all ask this module. No pipeline name is written anywhere in
-studio: ``mesh`` registers itself like any third-party plugin.
+studio: the embedded default registers itself like any third-party plugin.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``studio animate``: the person in a reference photo performing a motion, with any registered
-pipeline that has the ``animate`` task (the embedded default is the ``mesh`` pipeline). The job is in
+pipeline that has the ``animate`` task (or the embedded default the registry names). The job is in
 ``job``; ``transfer`` moves a motion onto the reference's body and camera, for every pipeline."""
 
 from studio.animate.job import AnimateConfig, AnimateOutput, animate

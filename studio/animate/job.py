@@ -145,7 +145,7 @@ class _Job:
 
     def fit_reference(self) -> None:
         """One person, fitted with hands and face, with a person mask. Work that needs only the photo
-        and the mask (the mesh pipeline's inpainting) starts as soon as the mask is known."""
+        and the mask (an inpainted background, say) starts as soon as the mask is known."""
         from studio.capture import pose_image
         from studio.pose import load_estimator
 
