@@ -191,6 +191,15 @@ def pipelines_table() -> str:
     return "\n".join(rows)
 
 
+def _unavailable(task: str) -> str | None:
+    """Why no pipeline with ``task`` can run here (a Markdown note), or None when one can."""
+    from studio.registry import practical_pipelines
+
+    if practical_pipelines(task):
+        return None
+    return f"No pipeline for this task can run here yet; see the Pipelines tab for what each needs.\n\n{pipelines_table()}"
+
+
 def setting_widget(pipeline: str, field) -> gr.components.Component:
     """A widget for one Config field (its doc as the hint)."""
     label, info = f"{field.name}", field.doc or None
@@ -202,6 +211,42 @@ def setting_widget(pipeline: str, field) -> gr.components.Component:
     if base in ("int", "float"):
         return gr.Number(value=field.default, precision=0 if base == "int" else None, label=label, info=info)
     return gr.Textbox(value="" if field.default is None else str(field.default), label=label, info=info)
+
+
+class TaskControls:
+    """A task's backend menu and each pipeline's settings (from its Config), built from the registry;
+    a settings group shows when its pipeline is chosen."""
+
+    def __init__(self, task: str, label: str = "backend (only those that can run here)") -> None:
+        from studio.pipeline import config_fields
+        from studio.registry import practical_pipelines, registered_pipelines
+
+        self.task = task
+        self.backends = practical_pipelines(task)
+        pipelines = registered_pipelines(task)
+        self.menu = gr.Dropdown(self.backends, value=self.backends[0], label=label, elem_id=f"{task}-backend")
+        self.widgets: dict[tuple[str, str], gr.components.Component] = {}
+        groups = {}
+        for name in self.backends:
+            with gr.Accordion(f"{name} settings", open=False, visible=name == self.backends[0]) as group:
+                for field in config_fields(pipelines[name].Config):
+                    self.widgets[(name, field.name)] = setting_widget(name, field)
+            groups[name] = group
+        self.menu.change(lambda chosen: [gr.update(visible=n == chosen) for n in groups], self.menu, list(groups.values()))
+
+    def bind(self, button: gr.Button, fn, inputs: list, outputs: list, *, api_name: str) -> None:
+        """``button`` calls ``fn(*input values, request, progress, settings=...)``, where ``inputs``
+        holds ``self.menu`` and settings are the chosen pipeline's, read from its widgets."""
+        setting_widgets = list(self.widgets.values())
+        menu_index = inputs.index(self.menu)
+        count = len(inputs)
+
+        def handler(request: gr.Request, progress=gr.Progress(), *values):
+            own, settings = values[:count], values[count:]
+            chosen = own[menu_index]
+            return fn(*own, request, progress, settings=page_settings(self.widgets, dict(zip(setting_widgets, settings)), chosen))
+
+        button.click(handler, [*inputs, *setting_widgets], outputs, api_name=api_name)
 
 
 def page_settings(widgets: dict, values: dict, backend: str) -> dict[str, str]:
@@ -305,12 +350,99 @@ def run_render(motion: str | None, request: gr.Request, progress=gr.Progress()):
     return str(out / "maps.mp4"), [(first[m][0], m) for m in maps]
 
 
+def _task_options(backend: str, settings: dict | None):
+    from studio.tasks import TaskOptions
+
+    return TaskOptions(backend=backend, settings=settings or {})
+
+
+def _check_backend(task: str, backend: str) -> None:
+    from studio.registry import practical_pipelines
+
+    if backend not in practical_pipelines(task):
+        raise StudioError(f"the '{backend}' backend cannot run here")
+
+
+def _notes(out) -> str:
+    return "\n".join(f"- {n}" for n in out.notes)
+
+
+@one_line_errors
+def run_avatar_job(reference: str | None, backend: str, request: gr.Request, progress=gr.Progress(), *, settings: dict | None = None):
+    """A photo -> (the avatar file for Model3D, an orbit video, notes)."""
+    from studio.tasks import run_avatar
+
+    ref = uploaded(reference, "a reference image")
+    _check_backend("avatar", backend)
+    out = session_folder(request)
+    tracker = Tracker(progress)
+    result = run_avatar(
+        ref, out / "avatar.ply", options=_task_options(backend, settings), body_model=body_model(), preview=out / "orbit.mp4",
+        on_stage=tracker.stage, on_frames=tracker.frames,
+    )  # fmt: skip
+    return str(result.written[0]), str(out / "orbit.mp4"), _notes(result)
+
+
+@one_line_errors
+def run_image_job(prompt: str, pose: str | None, frame: float | None, size: int, backend: str, request: gr.Request, progress=gr.Progress(), *, settings: dict | None = None):
+    """A prompt and/or a pose -> (image, maps gallery, notes)."""
+    import imageio.v3 as iio
+
+    from studio.tasks import run_image
+
+    pose_path = uploaded(pose, "a pose (.npz)") if pose else None
+    _check_backend("image", backend)
+    out = session_folder(request)
+    tracker = Tracker(progress)
+    result = run_image(
+        out / "image.png", prompt=prompt, pose=pose_path, options=_task_options(backend, settings), frame=None if frame is None or frame < 0 else int(frame),
+        size=validate.integer(size, name="the longer side", low=128, high=MAX_SIZE), maps_out=out / "maps", on_stage=tracker.stage, on_frames=tracker.frames,
+    )  # fmt: skip
+    gallery = [(iio.imread(p), p.stem) for p in result.written[1:]]
+    return str(result.written[0]), gallery, _notes(result)
+
+
+@one_line_errors
+def run_novel_view_job(references: list | None, motion: str | None, orbit: float, backend: str, request: gr.Request, progress=gr.Progress(), *, settings: dict | None = None):
+    """Photos (+ a motion) -> (video, notes)."""
+    from studio.tasks import run_novel_view
+
+    if not references:
+        raise StudioError("add one or more reference photos first")
+    refs = [uploaded(r if isinstance(r, str) else r.name, "a reference photo") for r in references]
+    mot = uploaded(motion, "a motion") if motion else None
+    if mot is not None:
+        refuse_long(mot, "motion")
+    _check_backend("novel_view", backend)
+    out = session_folder(request)
+    tracker = Tracker(progress)
+    result = run_novel_view(
+        refs, out / "novel_view.mp4", options=_task_options(backend, settings), body_model=body_model(), motion=mot,
+        orbit=validate.integer(orbit, name="the orbit's frames", low=8, high=240), size=384, on_stage=tracker.stage, on_frames=tracker.frames,
+    )  # fmt: skip
+    return str(result.written[0]), _notes(result)
+
+
+@one_line_errors
+def run_hoi_job(prompt: str, object_name: str, backend: str, request: gr.Request, progress=gr.Progress(), *, settings: dict | None = None):
+    """A sentence (+ an object name) -> (scene for Model3D, image, pose .npz, notes)."""
+    from studio.tasks import run_hoi
+
+    _check_backend("hoi", backend)
+    out = session_folder(request)
+    tracker = Tracker(progress)
+    result = run_hoi(
+        prompt, out / "scene.glb", options=_task_options(backend, settings), body_model=body_model(), object=(object_name or "").strip() or None,
+        image=out / "scene.png", condition=out / "pose.npz", on_stage=tracker.stage, on_frames=tracker.frames,
+    )  # fmt: skip
+    return str(out / "scene.glb"), str(out / "scene.png"), str(out / "pose.npz"), _notes(result)
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 
 def build_app() -> gr.Blocks:
     from studio.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-    from studio.pipeline import config_fields
     from studio.registry import registered_pipelines
 
     with gr.Blocks(title="studio", delete_cache=(3600, 3600), analytics_enabled=False) as app:
@@ -323,17 +455,8 @@ def build_app() -> gr.Blocks:
                 with gr.Column():
                     reference = reference_image(label="reference (one person, full body works best)", sources=["upload"], height=320)
                     motion = gr.File(label="motion: a video, a .bvh or a motion .npz", file_types=[*VIDEO_SUFFIXES, ".bvh", ".npz"])
-                    backends = available_backends()
-                    backend = gr.Dropdown(backends, value=backends[0], label="backend (only those that can run here)", elem_id="backend-menu")
                     size = gr.Slider(128, MAX_SIZE, value=512, step=64, label="longer side (pixels)")
-                    widgets, groups = {}, {}
-                    pipelines = registered_pipelines("animate")
-                    for name in backends:  # each pipeline's settings, from its Config, shown when it is chosen
-                        fields = config_fields(pipelines[name].Config)
-                        with gr.Accordion(f"{name} settings", open=False, visible=name == backends[0]) as group:
-                            for field in fields:
-                                widgets[(name, field.name)] = setting_widget(name, field)
-                        groups[name] = group
+                    controls = TaskControls("animate")
                     animate_button = gr.Button("Animate", variant="primary", elem_id="animate-button")
                 with gr.Column():
                     result = gr.Video(label="animation", elem_id="animation-video", autoplay=True, loop=True)
@@ -344,18 +467,7 @@ def build_app() -> gr.Blocks:
                 inputs=[reference, motion],
                 label="examples (one click fills the inputs)",
             )
-            backend.change(lambda chosen: [gr.update(visible=n == chosen) for n in groups], backend, list(groups.values()))
-
-            setting_widgets = list(widgets.values())
-
-            def animate_from_page(request: gr.Request, progress=gr.Progress(), *values):
-                ref, mot, chosen, longer, *settings = values
-                chosen_settings = page_settings(widgets, dict(zip(setting_widgets, settings)), chosen)
-                return run_animate(ref, mot, chosen, longer, request, progress, settings=chosen_settings)
-
-            animate_button.click(
-                animate_from_page, [reference, motion, backend, size, *setting_widgets], [result, side_by_side, animate_notes], api_name="run_animate"
-            )
+            controls.bind(animate_button, run_animate, [reference, motion, controls.menu, size], [result, side_by_side, animate_notes], api_name="run_animate")
 
         with gr.Tab("Pose"):
             with gr.Row():
@@ -383,6 +495,81 @@ def build_app() -> gr.Blocks:
                     maps_gallery = gr.Gallery(label="first frame", columns=4, height=240)
             gr.Examples(examples=[[str(MEDIA / "cmu_02_03_run.bvh")], [str(ASSETS / "motions" / "walk.npz")]], inputs=[render_motion], label="examples")
             render_button.click(run_render, [render_motion], [maps_video, maps_gallery])
+
+        if registered_pipelines("avatar"):
+            with gr.Tab("Avatar"):
+                if _unavailable("avatar"):
+                    gr.Markdown(_unavailable("avatar"))
+                else:
+                    with gr.Row():
+                        with gr.Column():
+                            avatar_ref = reference_image(label="a photo of one person", sources=["upload"], height=320)
+                            avatar_controls = TaskControls("avatar")
+                            avatar_button = gr.Button("Build the avatar", variant="primary", elem_id="avatar-button")
+                        with gr.Column():
+                            avatar_model = gr.Model3D(label="avatar (3D Gaussians; drag to turn)", elem_id="avatar-model", height=420)
+                            avatar_orbit = gr.Video(label="orbit", loop=True, autoplay=True)
+                            avatar_notes = gr.Markdown()
+                    gr.Examples(examples=[[str(MEDIA / "ref_sitting.jpg")]], inputs=[avatar_ref], label="example")
+                    avatar_controls.bind(avatar_button, run_avatar_job, [avatar_ref, avatar_controls.menu], [avatar_model, avatar_orbit, avatar_notes], api_name="run_avatar")
+
+        if registered_pipelines("image"):
+            with gr.Tab("Image"):
+                if _unavailable("image"):
+                    gr.Markdown(_unavailable("image"))
+                else:
+                    with gr.Row():
+                        with gr.Column():
+                            image_prompt = gr.Textbox(label="prompt (may be empty with a pose)", lines=2)
+                            image_pose = gr.File(label="pose: a motion .npz (from Pose, studio motion import or studio hoi)", file_types=[".npz"])
+                            image_frame = gr.Number(value=-1, precision=0, label="frame of the pose file (-1: its only frame)")
+                            image_size = gr.Slider(128, MAX_SIZE, value=512, step=64, label="longer side (pixels)")
+                            image_controls = TaskControls("image")
+                            image_button = gr.Button("Generate", variant="primary", elem_id="image-button")
+                        with gr.Column():
+                            image_out = gr.Image(label="image", elem_id="image-out")
+                            image_maps = gr.Gallery(label="maps", columns=4, height=240)
+                            image_notes = gr.Markdown()
+                    image_controls.bind(
+                        image_button, run_image_job, [image_prompt, image_pose, image_frame, image_size, image_controls.menu], [image_out, image_maps, image_notes],
+                        api_name="run_image",
+                    )  # fmt: skip
+
+        if registered_pipelines("novel_view"):
+            with gr.Tab("Novel view"):
+                if _unavailable("novel_view"):
+                    gr.Markdown(_unavailable("novel_view"))
+                else:
+                    with gr.Row():
+                        with gr.Column():
+                            nv_refs = gr.File(label="one or more photos of the same person", file_types=list(IMAGE_SUFFIXES), file_count="multiple")
+                            nv_motion = gr.File(label="a motion instead of an orbit (optional)", file_types=[*VIDEO_SUFFIXES, ".bvh", ".npz"])
+                            nv_orbit = gr.Slider(8, 240, value=60, step=1, label="orbit frames")
+                            nv_controls = TaskControls("novel_view")
+                            nv_button = gr.Button("Render", variant="primary", elem_id="novel-view-button")
+                        with gr.Column():
+                            nv_video = gr.Video(label="novel views", loop=True, autoplay=True)
+                            nv_notes = gr.Markdown()
+                    nv_controls.bind(nv_button, run_novel_view_job, [nv_refs, nv_motion, nv_orbit, nv_controls.menu], [nv_video, nv_notes], api_name="run_novel_view")
+
+        if registered_pipelines("hoi"):
+            with gr.Tab("Human + object"):
+                if _unavailable("hoi"):
+                    gr.Markdown(_unavailable("hoi"))
+                else:
+                    with gr.Row():
+                        with gr.Column():
+                            hoi_prompt = gr.Textbox(label='what the person does with what, e.g. "a person sitting on a stool"', lines=2)
+                            hoi_object = gr.Textbox(label="object (optional: overrides the one in the sentence)")
+                            hoi_controls = TaskControls("hoi")
+                            hoi_button = gr.Button("Compose", variant="primary", elem_id="hoi-button")
+                        with gr.Column():
+                            hoi_model = gr.Model3D(label="scene (drag to turn)", elem_id="hoi-model", height=420)
+                            hoi_image = gr.Image(label="rendered")
+                            hoi_pose = gr.File(label="pose.npz (for studio render, image, animate)")
+                            hoi_notes = gr.Markdown()
+                    gr.Examples(examples=[["a person sitting on a stool"], ["a person carrying a box"]], inputs=[hoi_prompt], label="examples")
+                    hoi_controls.bind(hoi_button, run_hoi_job, [hoi_prompt, hoi_object, hoi_controls.menu], [hoi_model, hoi_image, hoi_pose, hoi_notes], api_name="run_hoi")
 
         with gr.Tab("Pipelines"):
             gr.Markdown(

@@ -154,4 +154,28 @@ def camera_to_world(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Ten
     return (points - t[:, None]) @ R
 
 
-__all__ = ["Camera", "camera_to_world", "default_focal_length", "output_size", "project", "rays", "unproject", "world_to_camera"]
+def orbit_cameras(
+    center: Sequence[float],
+    *,
+    radius: float,
+    image_size: tuple[int, int],
+    num_frames: int,
+    elevation: float = 0.0,
+    start_azimuth: float = 0.0,
+    focal: float | None = None,
+) -> Camera:
+    """Cameras on a circle around ``center`` (world, metres; Y up), all looking at it: one full turn
+    in ``num_frames`` steps, starting at ``start_azimuth`` (radians about Y; 0 = on the +Z side, in
+    front of a body at zero rotation), ``elevation`` radians above the horizontal. [T] frames."""
+    import math
+
+    c = torch.as_tensor(center, dtype=torch.float32)
+    cams = []
+    for k in range(num_frames):
+        a = start_azimuth + 2 * math.pi * k / num_frames
+        offset = torch.tensor([math.sin(a) * math.cos(elevation), math.sin(elevation), math.cos(a) * math.cos(elevation)]) * radius
+        cams.append(Camera.look_at((c + offset).tolist(), c.tolist(), image_size=image_size, focal=focal))
+    return Camera(K=torch.cat([k.K for k in cams]), extrinsics=torch.cat([k.extrinsics for k in cams]), image_size=image_size)
+
+
+__all__ = ["Camera", "camera_to_world", "orbit_cameras", "default_focal_length", "output_size", "project", "rays", "unproject", "world_to_camera"]

@@ -50,14 +50,16 @@ def _progress(label: str):
     )
 
 
-def _file_output(raw: str | None, suffixes: tuple[str, ...], what: str) -> Path | None:
-    """An output file option: it must name a file (not end in a slash) with one of ``suffixes``."""
+def _file_output(raw: str | None, suffixes: tuple[str, ...] | None, what: str) -> Path | None:
+    """An output file option: it must name a file (not end in a slash) with one of ``suffixes`` (None:
+    the job checks the suffix)."""
     if raw is None:
         return None
     if not raw.strip() or raw.endswith(("/", "\\")):
-        raise StudioError(f"{raw!r}: {what} must be a file name ending in {', '.join(suffixes)}, not a folder")
+        ending = f" ending in {', '.join(suffixes)}" if suffixes else ""
+        raise StudioError(f"{raw!r}: {what} must be a file name{ending}, not a folder")
     path = Path(raw)
-    if path.suffix.lower() not in suffixes:
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         raise StudioError(f"{path}: {what} must end in {', '.join(suffixes)}")
     return path
 
@@ -289,6 +291,140 @@ def animate(
     for extra in (guidance_out, side_by_side):
         if extra is not None:
             console.print(f"wrote {extra}", highlight=False)
+
+
+def _task_options(backend: str, weights: Path | None, settings: list[str], seed: int):
+    from studio.tasks import TaskOptions
+
+    return TaskOptions(backend=backend, weights=str(weights) if weights else None, settings=tuple(settings), seed=seed)
+
+
+def _report(out) -> None:
+    for note in out.notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    for path in out.written:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+_BACKEND_HELP = "A pipeline with this task (see `studio pipelines`), or auto: one whose weights are found, else the task's embedded default."
+_SET_HELP = "A setting of the pipeline, key=value (repeatable; `studio pipelines --settings` lists them)."
+
+
+@app.command()
+def avatar(
+    reference: Path = typer.Argument(..., help="A photo of one person (full body works best)."),
+    output: str = typer.Option("outputs/avatar.ply", "-o", "--output", help="The avatar file to write (its format is the pipeline's, e.g. .ply)."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    preview: str | None = typer.Option(None, "--preview", help="Also write a video of the avatar (an orbit)."),
+    person: int | None = typer.Option(None, "--person", help="Which person of the photo (0 = largest)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a stochastic pipeline."),
+) -> None:
+    """Build a 3D avatar of the person in a photo."""
+    from studio.body import load_body_model
+    from studio.tasks import run_avatar
+
+    output = _file_output(output, None, "the avatar")  # its format is the pipeline's (run_avatar checks it)
+    with _progress("{task.description}") as progress:
+        task = progress.add_task("starting", total=None)
+        out = run_avatar(
+            reference, output, options=_task_options(backend, weights, settings, seed), body_model=load_body_model(), person=person,
+            preview=preview, on_stage=lambda name, total: progress.reset(task, description=name, total=total or None),
+            on_frames=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(out)
+
+
+@app.command()
+def image(
+    output: str = typer.Option("outputs/image.png", "-o", "--output", help="The image to write (.png, .jpg or .webp)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="What to show (may be empty with --pose: pose-only generation)."),
+    pose: Path | None = typer.Option(None, "--pose", help="A motion .npz (from studio pose, studio motion import or studio hoi)."),
+    frame: int | None = typer.Option(None, "--frame", help="Which frame of the pose file (needed when it has several)."),
+    size: int = typer.Option(512, "--size", help="Longer side in pixels (rounded to a multiple of 64)."),
+    negative: str | None = typer.Option(None, "--negative", help="What not to show."),
+    maps_out: str | None = typer.Option(None, "--maps-out", help="A folder for the pose's guidance maps and the maps the pipeline makes."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+) -> None:
+    """Generate a human image from a prompt and/or a pose."""
+    from studio import validate
+    from studio.tasks import run_image
+
+    size = validate.integer(size, name="--size", low=64, high=validate.MAX_SIZE)
+    output = _file_output(output, (".png", ".jpg", ".jpeg", ".webp"), "the image")
+    with _progress("{task.description}") as progress:
+        task = progress.add_task("starting", total=None)
+        out = run_image(
+            output, prompt=prompt, pose=pose, options=_task_options(backend, weights, settings, seed), frame=frame, size=size,
+            negative_prompt=negative, maps_out=maps_out, on_stage=lambda name, total: progress.reset(task, description=name, total=total or None),
+            on_frames=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(out)
+
+
+@app.command("novel-view")
+def novel_view(
+    references: list[Path] = typer.Argument(..., help="One or more photos of the same person."),
+    output: str = typer.Option("outputs/novel_view.mp4", "-o", "--output", help="The video to write."),
+    motion: Path | None = typer.Option(None, "--motion", help="Render this motion (a video, .bvh or motion .npz) instead of an orbit."),
+    orbit: int = typer.Option(60, "--orbit", help="Frames of the orbit around the person (without --motion)."),
+    size: int = typer.Option(512, "--size", help="Longer side of the frames in pixels."),
+    backend: str = typer.Option("auto", "--backend", "--method", help=_BACKEND_HELP),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    person: int | None = typer.Option(None, "--person", help="Which person of the photos (0 = largest)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a stochastic pipeline."),
+) -> None:
+    """Render the person of one or more photos from new viewpoints (an orbit) or in a new motion."""
+    from studio import validate
+    from studio.body import load_body_model
+    from studio.media import VIDEO_OUTPUT_SUFFIXES
+    from studio.tasks import run_novel_view
+
+    size = validate.integer(size, name="--size", low=64, high=validate.MAX_SIZE)
+    output = _file_output(output, VIDEO_OUTPUT_SUFFIXES, "the output")
+    with _progress("{task.description}") as progress:
+        task = progress.add_task("starting", total=None)
+        out = run_novel_view(
+            references, output, options=_task_options(backend, weights, settings, seed), body_model=load_body_model(), motion=motion,
+            orbit=orbit, size=size, person=person, on_stage=lambda name, total: progress.reset(task, description=name, total=total or None),
+            on_frames=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(out)
+
+
+@app.command()
+def hoi(
+    prompt: str = typer.Argument(..., help='What the person does with what, e.g. "a person sitting on a stool".'),
+    output: str = typer.Option("outputs/scene.glb", "-o", "--output", help="The scene to write (.glb, .gltf, .obj or .ply)."),
+    object: str | None = typer.Option(None, "--object", help="An object name (see the pipeline's list) or a mesh file (.glb, .obj)."),
+    image: str | None = typer.Option(None, "--image", help="Also write a rendered image of the scene."),
+    condition: str | None = typer.Option(None, "--condition", help="Also write the human's pose as a motion .npz (for studio render / image / animate)."),
+    backend: str = typer.Option("auto", "--backend", help=_BACKEND_HELP),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+) -> None:
+    """Compose a human interacting with an object from a sentence."""
+    from studio.body import load_body_model
+    from studio.media import IMAGE_SUFFIXES
+    from studio.tasks import SCENE_SUFFIXES, run_hoi
+
+    output = _file_output(output, SCENE_SUFFIXES, "the scene")
+    image = _file_output(image, IMAGE_SUFFIXES, "--image")
+    condition = _file_output(condition, (".npz",), "--condition")
+    with _progress("{task.description}") as progress:
+        task = progress.add_task("starting", total=None)
+        out = run_hoi(
+            prompt, output, options=_task_options(backend, weights, settings, seed), body_model=load_body_model(), object=object,
+            image=image, condition=condition, on_stage=lambda name, total: progress.reset(task, description=name, total=total or None),
+            on_frames=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(out)
 
 
 motion_app = typer.Typer(help="Import mocap (BVH, SMPL-X/AMASS .npz) and export motions to BVH.", no_args_is_help=True)

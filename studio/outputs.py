@@ -245,6 +245,10 @@ class Publication:
         return exc
 
     def _publish(self) -> None:
+        written = {os.path.realpath(final) for _, final in self._held}
+        for path in self.files:  # a declared output nobody wrote would leave an old file posing as new
+            if os.path.realpath(path) not in written:
+                raise StudioError(f"{path}: nothing was written for it, so nothing was published")
         for tmp, final in self._held:
             if tmp.stat().st_size == 0:
                 raise StudioError(f"{final}: the written file is empty; nothing was published")
