@@ -59,7 +59,7 @@ class MeshPipeline(PipelineBase):
     def _make_background(self, request: AnimateRequest) -> np.ndarray:
         h, w = request.size
         if self.config.background == "inpaint":
-            from .avatar import inpaint_person
+            from studio.texture import inpaint_person
 
             return inpaint_person(request.reference, request.reference_mask, (h, w))
         return np.broadcast_to(np.array(BACKGROUND_COLORS[self.config.background], np.uint8), (h, w, 3)).copy()
@@ -72,7 +72,7 @@ class MeshPipeline(PipelineBase):
     def animate(self, request: AnimateRequest) -> AnimateResult:
         """Frames [T, H, W, 3] uint8 of the avatar in each pose of ``request.motion``."""
         if self._renderer is None or self._reference_id != id(request.reference):
-            from .avatar import AvatarRenderer, build_avatar
+            from studio.texture import AvatarRenderer, build_avatar
 
             self.close_renderer()
             self.start(request)

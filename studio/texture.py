@@ -1,4 +1,6 @@
-"""The ``mesh`` pipeline's avatar: a textured body-model avatar cut from the reference image.
+"""A textured body-model avatar cut from a photo: what the ``mesh`` pipeline animates and what the
+Gaussian avatar pipeline renders as its embedded multi-view prior (a shared building block, so
+pipelines need not import each other).
 
 Texture: every vertex takes its colour from a pixel of the reference image. Vertices the reference
 camera sees take the pixel they project to. The rest (the back, the sides, parts hidden behind other
