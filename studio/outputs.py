@@ -53,12 +53,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_temps(path: Path) -> int:
-    """Remove temporary files (or folders) of ``path`` left by processes that no longer run."""
+def sweep_stale_temps(path: Path, *, inside: bool = False) -> int:
+    """Remove temporary files (or folders) of ``path`` left by processes that no longer run; with
+    ``inside``, those of every file in the folder ``path``."""
     removed = 0
-    pattern = f".{glob.escape(path.name)}.*.partial*"
-    for stale in path.parent.glob(pattern) if path.parent.is_dir() else ():
-        match = _TEMP.search(stale.name[len(path.name) + 1 :])
+    folder, pattern = (path, ".*.partial*") if inside else (path.parent, f".{glob.escape(path.name)}.*.partial*")
+    for stale in folder.glob(pattern) if folder.is_dir() else ():
+        match = _TEMP.search(stale.name)
         if match is None or _pid_alive(int(match["pid"])):
             continue
         with contextlib.suppress(OSError):
@@ -148,13 +149,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ``Publication`` that declares ``path``, hand it to the publication), on error delete it."""
     path = Path(path)
     _ensure_folder(path)
-    sweep_stale_temps(path)
+    publication = _active.get()
+    if publication is None or not publication.declares(path):  # a publication swept its outputs already
+        sweep_stale_temps(path)
     tmp = temp_path_for(path)
     try:
         tmp.touch(mode=0o666)  # reserve the name; the umask gives the usual permissions
     except OSError as exc:
         raise StudioError(os_error_message(exc, where=path.parent)) from exc
-    publication = _active.get()
     try:
         yield tmp
         if not tmp.exists():
@@ -207,6 +209,8 @@ class Publication:
                 self._created.append(missing[-1])
             _ensure_folder(path)
             sweep_stale_temps(path)
+            if path in self.folders:
+                sweep_stale_temps(path, inside=True)
             probe = temp_path_for(path)
             try:  # a read-only or full folder is found now, not after the work
                 probe.touch()
