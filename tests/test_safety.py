@@ -376,6 +376,12 @@ def test_temporary_files_of_killed_runs_are_swept(tmp_path, capsys):
     code, err = run_cli(capsys, "render", WALK, "-o", tmp_path / "r.mp4", "--size", "64", "--maps", "mask")
     assert code == 0, err
     assert not stale.exists() and alive.exists()
+    inside = tmp_path / "maps" / ".mask_00000.png.999999999-0123abcd.partial.png"  # left in an output folder
+    inside.parent.mkdir()
+    inside.write_bytes(b"half a picture")
+    code, err = run_cli(capsys, "render", WALK, "-o", f"{tmp_path}/maps/", "--size", "64", "--maps", "mask")
+    assert code == 0, err
+    assert not inside.exists() and len(list((tmp_path / "maps").glob("mask_*.png"))) == 60
 
 
 def test_render_to_a_folder_publishes_all_files_or_none(tmp_path, capsys, monkeypatch):
