@@ -349,8 +349,11 @@ def image(
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
     weights: Path | None = typer.Option(None, "--weights", help="Folder with pipeline weights (else $STUDIO_WEIGHTS)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (the pipeline's `steps` setting; --set steps=N)."),
 ) -> None:
     """Generate a human image from a prompt and/or a pose."""
+    if steps is not None:
+        settings = [*settings, f"steps={steps}"]
     from studio import validate
     from studio.tasks import run_image
 
