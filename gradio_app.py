@@ -568,7 +568,10 @@ def build_app() -> gr.Blocks:
                             hoi_image = gr.Image(label="rendered")
                             hoi_pose = gr.File(label="pose.npz (for studio render, image, animate)")
                             hoi_notes = gr.Markdown()
-                    gr.Examples(examples=[["a person sitting on a stool"], ["a person carrying a box"]], inputs=[hoi_prompt], label="examples")
+                    gr.Examples(
+                        examples=[["a person sitting on a stool"], ["a person carrying a box"], ["a person riding a bicycle"], ["a woman lying on a bed"]],
+                        inputs=[hoi_prompt], label="examples",
+                    )  # fmt: skip
                     hoi_controls.bind(hoi_button, run_hoi_job, [hoi_prompt, hoi_object, hoi_controls.menu], [hoi_model, hoi_image, hoi_pose, hoi_notes], api_name="run_hoi")
 
         with gr.Tab("Pipelines"):

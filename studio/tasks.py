@@ -398,6 +398,8 @@ def run_hoi(
             written.append(write_image(image, result.image))
         if condition is not None:
             written.append(result.condition.save(condition, body_model=body_model))
+        if result.report.get("summary"):
+            job.notes.append(str(result.report["summary"]))
         write_settings(settings_file, job.settings(prompt=prompt, object=None if object is None else str(object), report=result.report, notes=job.notes))
     return TaskOutput(job.cls.name, written, job.notes, settings_file, result)
 
