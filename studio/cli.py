@@ -195,17 +195,15 @@ def pose(
     person: int | None = typer.Option(None, "--person", help="Whom to follow when several people are in view (0 = largest)."),
     preview: str | None = typer.Option(None, "--preview", help="Also write the input with the fitted body over it (.mp4 for videos, .png for images)."),
     hands: bool | None = typer.Option(None, "--hands/--no-hands", help="Track and fit fingers (default: on for images, off for videos)."),
-    focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels (default: the image's longer side)."),
+    focal: float | None = typer.Option(None, "--focal", help="Focal length in pixels (default: from the photo's EXIF, else estimated from the body's perspective)."),
     body_model_dir: Path | None = typer.Option(None, "--body-model-dir", help=_BODY_DIR_HELP),
 ) -> None:
     """Estimate and fit a body to one person in an image or a video; write a motion .npz."""
     from studio import validate
     from studio.body import load_body_model
-    from studio.capture import pose_file
+    from studio.capture import pose_job, pose_notes
     from studio.fit import FitConfig
     from studio.media import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES, VIDEO_SUFFIXES, video_info
-    from studio.jobs import settings_path, write_settings
-    from studio.outputs import Publication
 
     output = _file_output(output, (".npz",), "the motion file")
     is_video = media.suffix.lower() in VIDEO_SUFFIXES
@@ -216,30 +214,15 @@ def pose(
         raise StudioError(f"{media}: no such file")
     model = load_body_model(body, model_dir=body_model_dir)
     total = video_info(media).num_frames if is_video else 1
-    settings_file = settings_path(output)
-    with Publication({"-o": output, "--preview": preview, "the settings file": settings_file}, inputs={"INPUT": media}), _progress("fitting") as progress:
+    with _progress("fitting") as progress:
         task = progress.add_task("pose", total=total)
-        result = pose_file(
-            media,
-            body_model=model,
-            config=FitConfig(focal_length=focal),
-            person=person,
-            hands=hands,
-            preview=preview,
+        # Without --focal, the focal length comes from the photo's EXIF or is estimated (studio.fit.focal).
+        result = pose_job(
+            media, output, body_model=model, config=FitConfig(focal_length=focal), person=person, hands=hands, preview=preview,
             on_frames=lambda n: progress.advance(task, n),
-        )
+        )  # fmt: skip
         progress.update(task, total=result.condition.num_frames, completed=result.condition.num_frames)
-        result.condition.save(output, body_model=model)
-        write_settings(settings_file, {
-            "input": str(media), "body_model": model.name, "person": result.person, "people_in_view": result.num_people, "hands": hands,
-            "focal_px": float(result.condition.camera.K[0, 0, 0]), "focal_given": focal, "frames": result.condition.num_frames,
-            "fps": result.condition.fps, "frames_without_person": result.missing_frames, "preview": None if preview is None else str(preview),
-        })  # fmt: skip
-    notes = []
-    if result.num_people > 1:
-        notes.append(f"{result.num_people} people in view, followed person {result.person} (choose with --person)")
-    if result.missing_frames:
-        notes.append(f"no person in {result.missing_frames} of {result.condition.num_frames} frames (filled)")
+    notes = pose_notes(result)
     extra = f"; {'; '.join(notes)}" if notes else ""
     console.print(f"wrote {output} ({result.condition.num_frames} frames, {model.name} body){extra}", highlight=False, soft_wrap=True)
     if preview is not None:
@@ -428,6 +411,53 @@ def hoi(
             on_frames=lambda n: progress.advance(task, n),
         )  # fmt: skip
     _report(out)
+
+
+@app.command()
+def batch(
+    job: str = typer.Argument(..., help="The job: pose, animate or render."),
+    inputs: list[Path] = typer.Argument(..., help="The files: images/videos (pose), reference photos (animate), motion .npz files (render)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The output folder: one output per input, named after it, and summary.tsv."),
+    motion: Path | None = typer.Option(None, "--motion", help="animate: the motion every reference performs (a video, .bvh or motion .npz)."),
+    body: str = typer.Option("anny", "--body", help=f"pose: the body model, {_BODY_CHOICES}."),
+    hands: bool | None = typer.Option(None, "--hands/--no-hands", help="pose: track and fit fingers (default: on for images, off for videos)."),
+    focal: float | None = typer.Option(None, "--focal", help="pose: focal length in pixels (default: EXIF, else estimated)."),
+    backend: str = typer.Option("auto", "--backend", help="animate: the pipeline (see `studio pipelines`)."),
+    settings: list[str] = typer.Option([], "--set", help="animate: a setting of the pipeline, key=value (repeatable)."),
+    size: int = typer.Option(512, "--size", help="animate and render: longer side of the output in pixels."),
+    maps: str = typer.Option("depth,normal,semantic,skeleton,mask", "--maps", help="render: comma-separated maps."),
+) -> None:
+    """Run one job over many files: resumable (finished outputs are skipped), with a summary table;
+    spread over processes, GPUs and machines when started with `accelerate launch` or `torchrun`."""
+    from studio.batch import BatchOptions, process_state, run_batch
+
+    options = BatchOptions(
+        body=body, hands=hands, focal=focal, motion=None if motion is None else str(motion), backend=backend,
+        settings=tuple(settings), size=size, maps=maps,
+    )  # fmt: skip
+    state = process_state()  # the processes accelerate launch / torchrun started, or this one alone
+    processes = state.num_processes
+
+    def on_item(item) -> None:
+        tag = f"process {item.process + 1}/{processes}: " if processes > 1 else ""
+        detail = f": {item.reason}" if item.reason else ""
+        console.print(f"{tag}{item.status} {item.input} -> {item.output} ({item.seconds:.1f} s){detail}", highlight=False, soft_wrap=True)
+
+    result = run_batch(job, inputs, output, options=options, state=state, on_item=on_item)
+    if state.use_distributed:  # leave the process group cleanly (an abrupt exit can abort the other side)
+        state.destroy_process_group()
+    if not result.is_main:
+        return
+    table = Table(title=f"studio batch {job}: {len(result.items)} inputs, {result.num_processes} process{'es' if result.num_processes > 1 else ''}")
+    for column in ("input", "output", "status", "seconds", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for item in result.items:
+        table.add_row(str(item.input), str(item.output), f"[{colours[item.status]}]{item.status}[/]", f"{item.seconds:.1f}", item.reason)
+    Console(stderr=True).print(table)
+    console.print(f"wrote {result.summary}", highlight=False)
+    if result.failed:
+        raise StudioError(f"{len(result.failed)} of {len(result.items)} inputs failed (see {result.summary})")
 
 
 motion_app = typer.Typer(help="Import mocap (BVH, SMPL-X/AMASS .npz) and export motions to BVH.", no_args_is_help=True)

@@ -119,13 +119,17 @@ def fit_photo(path: Path, body_model: BodyModel, *, person: int | None = None, o
     """A photo read and its person fitted (with hands, face and the person mask): (image, PoseResult,
     notes). Errors name the photo."""
     from studio.capture import pose_image
+    from studio.fit.focal import exif_focal_length
     from studio.pose import load_estimator
 
     if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
         raise StudioError(f"{path}: a reference must be an image ({', '.join(IMAGE_SUFFIXES)})")
     image = read_image(path)
     try:
-        ref = pose_image(image, body_model=body_model, estimator=load_estimator(hands=True, face=True), person=person, on_keypoints=on_keypoints)
+        ref = pose_image(
+            image, body_model=body_model, estimator=load_estimator(hands=True, face=True), person=person, on_keypoints=on_keypoints,
+            exif_focal=exif_focal_length(path, image.shape[:2]),
+        )  # fmt: skip
     except StudioError as exc:
         raise StudioError(f"{path}: {exc}") from exc
     notes = []

@@ -8,6 +8,10 @@ import torch
 
 os.environ.setdefault("ANNY_CACHE_DIR", str(Path.home() / ".cache" / "studio" / "anny"))
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+if "STUDIO_CACHE_DIR" not in os.environ:  # tests keep the per-photo avatar cache out of the user's home
+    import tempfile
+
+    os.environ["STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="studio-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"

@@ -129,3 +129,114 @@ def test_metrics():
     R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
     moved = 1.3 * gt @ R.T + 5.0
     assert pa_mpjpe(moved, gt) < 1e-9 and mpjpe(moved, gt) > 0.1
+
+
+# -- the learned pose prior -----------------------------------------------------------------------
+def test_gmm_recovers_a_known_mixture():
+    from studio.fit.prior import fit_gmm
+
+    rng = np.random.default_rng(0)
+    a = rng.normal([0.0, 0.0], 0.1, (400, 2))
+    b = rng.normal([1.0, -1.0], [0.3, 0.05], (200, 2))
+    gmm = fit_gmm(np.concatenate([a, b]), 2, reg=1e-6)
+    order = np.argsort(gmm["means"][:, 0])
+    assert np.allclose(gmm["means"][order], [[0.0, 0.0], [1.0, -1.0]], atol=0.05)
+    assert np.allclose(gmm["weights"][order], [2 / 3, 1 / 3], atol=0.03)
+    assert np.allclose(np.sqrt(np.diagonal(gmm["covariances"][order[1]])), [0.3, 0.05], rtol=0.15)
+
+
+def test_pose_prior_prefers_mocap_poses_and_is_symmetric(anny, run_motion):
+    from studio.fit.prior import load_pose_prior, mirror_rotvecs
+
+    prior = load_pose_prior()
+    natural = run_motion.body["body_pose"][10:20]
+    odd = natural.clone()
+    knee = 3 * (JOINT_INDEX["left_knee"] - 1)
+    odd[:, knee] = -1.2  # the knee bent forwards
+    assert (prior.penalty(odd) > prior.penalty(natural) + 5).all()
+    # Mirroring the body (left <-> right, rotations mirrored) costs the same.
+    rot = natural.view(-1, 21, 3)
+    from studio.body.joints import SMPLX_JOINT_NAMES
+
+    swap = [SMPLX_JOINT_NAMES.index(n.replace("left_", "#").replace("right_", "left_").replace("#", "right_")) - 1 for n in SMPLX_JOINT_NAMES[1:22]]
+    mirrored = mirror_rotvecs(rot[:, swap]).reshape(-1, 63)
+    assert torch.allclose(prior.penalty(mirrored), prior.penalty(natural), rtol=1e-4, atol=1e-3)
+    assert (prior.penalty(natural) >= 0).all()
+
+
+def test_a_bad_pose_prior_file_is_one_line(tmp_path):
+    from studio.errors import StudioError
+    from studio.fit.prior import PosePrior
+
+    with pytest.raises(StudioError, match="no such pose-prior file"):
+        PosePrior(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(StudioError, match="not a studio pose-prior file"):
+        PosePrior(tmp_path / "other.npz")
+
+
+@pytest.mark.slow
+def test_build_pose_prior_script(tmp_path):
+    import subprocess
+    import sys
+
+    from studio.fit.prior import PosePrior
+
+    out = tmp_path / "prior.npz"
+    r = subprocess.run([sys.executable, str(ASSETS.parent / "scripts" / "build_pose_prior.py"), "--only", str(ASSETS / "media" / "cmu_02_03_run.bvh"), "-o", str(out), "--components", "3"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    prior = PosePrior(out)
+    assert prior.sources and "cmu_02_03_run.bvh" in prior.sources[0]
+    assert prior.penalty(torch.zeros(2, 63)).shape == (2,)
+
+
+# -- silhouette and the estimator's evidence --------------------------------------------------------
+def test_silhouette_pulls_points_onto_the_mask():
+    from studio.fit.silhouette import SilhouetteTerm
+
+    mask = np.zeros((200, 300), np.uint8)
+    mask[50:150, 100:200] = 255
+    term = SilhouetteTerm(mask, work_side=200)
+    grid = torch.stack(torch.meshgrid(torch.linspace(100, 199, 60), torch.linspace(50, 149, 60), indexing="xy"), -1).reshape(1, -1, 2)
+    assert float(term(grid)) < 0.01  # on the mask and covering its outline
+    points = (grid + torch.tensor([60.0, 0.0])).requires_grad_()  # slid right, off the mask
+    before = float(term(points).detach())
+    optimizer = torch.optim.Adam([points], lr=2.0)
+    for _ in range(60):
+        optimizer.zero_grad()
+        term(points).sum().backward()
+        optimizer.step()
+    assert float(term(points).detach()) < 0.3 * before
+    # An outline on the image's border (the frame cut the person) asks for nothing.
+    cut = np.zeros((200, 300), np.uint8)
+    cut[50:150, 0:100] = 255
+    outline = SilhouetteTerm(cut, work_side=200).outline
+    assert (outline[:, 0] >= 3).all() and (outline[:, 1] < 55).any()  # the top edge stays, the border column goes
+
+
+def test_world_weights_distrust_flattened_limbs_and_depth_order_hinges(anny):
+    from studio.fit.evidence import SEGMENTS, depth_order, world_weights
+    from studio.pose import Keypoints
+
+    fitter = BodyFitter(anny)
+    rest = fitter._rest.numpy() * [1, -1, -1]  # camera axes (y down), the T-pose facing the camera
+    kp = Keypoints.empty(1, (800, 800))
+    kp.world[0] = rest - rest[[JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]].mean(0)
+    kp.points[0] = kp.world[0, :, :2] * 300 + 400
+    kp.confidence[0, :22] = 0.95
+    kp.world_confidence[0, :22] = 0.95
+    wrist, elbow = JOINT_INDEX["left_wrist"], JOINT_INDEX["left_elbow"]
+    kp.world[0, wrist] = kp.world[0, elbow] + 0.4 * (kp.world[0, wrist] - kp.world[0, elbow])  # the forearm flattened
+    weights = world_weights(kp, bone_lengths=fitter._bones)
+    assert weights[0, wrist] < 0.2 and weights[0, elbow] > 0.8
+    # Ordinal depth: the right wrist over the torso and seen is in front of it.
+    kp.points[0, JOINT_INDEX["right_wrist"]] = kp.points[0, [JOINT_INDEX[n] for n in ("left_shoulder", "right_hip")]].mean(0)
+    kp.confidence[0, JOINT_INDEX["right_wrist"]] = 0.95
+    order = depth_order(kp)
+    assert len(order) == 1 and int(order.front[0]) == JOINT_INDEX["right_wrist"] and int(order.behind[0]) == -1
+    joints = torch.from_numpy(kp.world).float()
+    joints[0, JOINT_INDEX["right_wrist"], 2] = 0.3  # behind the torso: violated
+    assert float(order.penalty(joints)) > 0
+    joints[0, JOINT_INDEX["right_wrist"], 2] = -0.3  # in front: satisfied
+    assert float(order.penalty(joints)) == 0.0
+    assert len(SEGMENTS) == 8

@@ -25,6 +25,25 @@ champ`` read them once the VAE and image encoder folders sit beside them.
 
     python -m pipelines.champ.train --stage 1 --data DATA --weights WEIGHTS --output runs/stage1
     python -m pipelines.champ.train --stage 2 --data DATA --weights WEIGHTS --init runs/stage1 --output runs/stage2
+
+Several GPUs and several machines: the script is an accelerate program (``Accelerator`` prepares the
+networks, the optimiser and the data loader; gradients are averaged across processes; only the main
+process writes checkpoints), so start it with ``accelerate launch`` instead of ``python``. One machine
+with 8 GPUs::
+
+    accelerate launch --multi_gpu --num_processes 8 -m pipelines.champ.train --stage 1 --data DATA --weights WEIGHTS --output runs/stage1
+
+Two machines with 8 GPUs each (run the same line on both, ``--machine_rank 0`` on the one whose
+address is ``--main_process_ip``; DATA, WEIGHTS and the output folder must be the same paths on both,
+e.g. a shared file system)::
+
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \
+        --main_process_ip 10.0.0.1 --main_process_port 29500 -m pipelines.champ.train --stage 1 --data DATA --weights WEIGHTS --output runs/stage1
+
+``torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr 10.0.0.1 --master_port 29500 -m
+pipelines.champ.train ...`` is equivalent, and so is a SLURM job that runs either on every node. The
+batch size given is per process (the effective batch is it times the number of processes); mixed
+precision comes from ``--mixed-precision`` (or ``accelerate config``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 textured from the photo (see ``avatar``), the person is inpainted out of the background, and the
 avatar is rendered in every pose of the motion. Classical and deterministic; registered through the
 ``studio.pipelines`` entry point like any other pipeline.
+
+The background and the avatar's texture depend only on the photo, its mask, its fit and the output
+size, so they are cached per reference (``studio.animate.cache``): animating the same photo again
+starts rendering at once.
 """
 
 from __future__ import annotations
@@ -59,9 +63,16 @@ class MeshPipeline(PipelineBase):
     def _make_background(self, request: AnimateRequest) -> np.ndarray:
         h, w = request.size
         if self.config.background == "inpaint":
+            from studio.animate.cache import cache_key, load_entry, save_entry
             from studio.texture import inpaint_person
 
-            return inpaint_person(request.reference, request.reference_mask, (h, w))
+            key = cache_key("mesh-background", request.reference, request.reference_mask, list(request.size))
+            cached = load_entry(key)
+            if cached is not None and cached.get("background", np.zeros(0)).shape == (h, w, 3):
+                return cached["background"]
+            background = inpaint_person(request.reference, request.reference_mask, (h, w))
+            save_entry(key, {"background": background})
+            return background
         return np.broadcast_to(np.array(BACKGROUND_COLORS[self.config.background], np.uint8), (h, w, 3)).copy()
 
     def start(self, request: AnimateRequest) -> None:
@@ -69,19 +80,33 @@ class MeshPipeline(PipelineBase):
         if self._background is None and request.reference is not None and request.reference_mask is not None:
             self._background = self._pool.submit(self._make_background, request)
 
+    def _build_avatar(self, request: AnimateRequest, background: np.ndarray):
+        """The textured avatar of the request's reference (cached per photo, mask, fit and size)."""
+        from studio.animate.cache import cache_key, load_entry, save_entry
+        from studio.texture import MeshAvatar, build_avatar
+
+        cond = request.reference_condition
+        fit = [cond.body_model, *(v.numpy() for _, v in sorted(cond.body.items())), cond.camera.K.numpy(), cond.camera.extrinsics.numpy()]
+        key = cache_key("mesh-avatar", request.reference, request.reference_mask, list(request.size), *fit)
+        cached = load_entry(key)
+        if cached is not None and cached["texture_coords"].shape == (request.body_model.num_vertices, 2):
+            return MeshAvatar(request.reference, cached["texture_coords"], background, float(cached["visible_fraction"]))
+        avatar = build_avatar(
+            request.reference, request.reference_mask, cond, body_model=request.body_model, output_size=request.size, background=background,
+        )  # fmt: skip
+        save_entry(key, {"texture_coords": avatar.texture_coords, "visible_fraction": np.array(avatar.visible_fraction)})
+        return avatar
+
     def animate(self, request: AnimateRequest) -> AnimateResult:
         """Frames [T, H, W, 3] uint8 of the avatar in each pose of ``request.motion``."""
         if self._renderer is None or self._reference_id != id(request.reference):
-            from studio.texture import AvatarRenderer, build_avatar
+            from studio.texture import AvatarRenderer
 
             self.close_renderer()
             self.start(request)
             background = self._background.result()
             self._background = None
-            avatar = build_avatar(
-                request.reference, request.reference_mask, request.reference_condition,
-                body_model=request.body_model, output_size=request.size, background=background,
-            )  # fmt: skip
+            avatar = self._build_avatar(request, background)
             self._renderer = AvatarRenderer(avatar, request.body_model, output_size=request.size, supersample=self.config.supersample)
             self._reference_id = id(request.reference)
         frames = self._renderer.render(request.motion)

@@ -2,10 +2,11 @@
 pipeline that has the ``animate`` task.
 
 Steps: resolve the pipeline (``studio.registry.resolve``), fit the reference (the pipeline may start
-work that needs only the photo and its person mask meanwhile, ``start``), read the motion and transfer
-it onto the reference's body and camera (``transfer``), then call the pipeline chunk by chunk
-(``chunk_frames`` frames a call, or the whole motion) through a ``ChunkStore`` so that an interrupted
-run resumes, and publish the video, the side outputs and the resolved settings together.
+work that needs only the photo and its person mask meanwhile, ``start``; the fit is cached per photo,
+``studio.animate.cache``), read the motion and transfer it onto the reference's body and camera
+(``transfer``), then call the pipeline chunk by chunk (``chunk_frames`` frames a call, or the whole
+motion) through a ``ChunkStore`` so that an interrupted run resumes, encoding the video as the chunks
+come, and publish the video, the side outputs and the resolved settings together.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.animate.cache import cache_key, load_entry, save_entry
 from studio.body.base import BodyModel
 from studio.camera import output_size
 from studio.errors import StudioError
@@ -89,7 +91,11 @@ def animate(
     partial = output.with_name(output.name + ".partial")
     outputs = {"-o": output, "--guidance-out": guidance_out, "--side-by-side": side_by_side, "the settings file": settings_file}
     # Every output is published together when all are complete; the checkpoint folder goes after that.
-    with Publication(outputs, inputs={"REFERENCE": reference, "MOTION": motion, "the checkpoint folder": partial}):
+    from studio.fit.fitter import one_torch_thread
+
+    # One torch thread: the job's tensors are small, and torch's worker threads spin against each
+    # other and against the renderer's and the encoder's (several times slower on a busy machine).
+    with Publication(outputs, inputs={"REFERENCE": reference, "MOTION": motion, "the checkpoint folder": partial}), one_torch_thread():
         result, store = _animate(
             reference, motion, output, config=config, body_model=body_model, resume=resume, guidance_out=guidance_out,
             side_by_side=side_by_side, on_stage=on_stage or (lambda name, total: None), on_frames=on_frames or (lambda n: None),
@@ -125,7 +131,9 @@ def _animate(
     try:
         job.fit_reference()
         job.transfer()
-        store = job.render(output, resume=resume)
+        # The video is encoded (by ffmpeg, in its own process) while the frames are rendered.
+        with VideoWriter(output, fps=job.cond.fps) as writer:
+            store = job.render(output, resume=resume, writer=writer)
         job.write(output, store, guidance_out=guidance_out, side_by_side=side_by_side, settings_file=settings_file)
     finally:
         job.pipe.close()
@@ -145,8 +153,10 @@ class _Job:
 
     def fit_reference(self) -> None:
         """One person, fitted with hands and face, with a person mask. Work that needs only the photo
-        and the mask (an inpainted background, say) starts as soon as the mask is known."""
+        and the mask (an inpainted background, say) starts as soon as the mask is known. The fit is
+        cached per photo (``studio.animate.cache``): animating the same photo again reuses it."""
         from studio.capture import pose_image
+        from studio.fit.focal import exif_focal_length
         from studio.pose import load_estimator
 
         self.on_stage("fitting the reference", 1)
@@ -154,12 +164,24 @@ class _Job:
         def early(kp) -> None:
             self.pipe.start(self._request(reference_mask=kp.mask[0]))
 
-        try:
-            ref = pose_image(self.image, body_model=self.body_model, estimator=load_estimator(hands=True, face=True), person=self.config.person, on_keypoints=early)
-        except StudioError as exc:
-            raise StudioError(f"{self.reference}: {exc}") from exc
+        key = cache_key("reference", self.reference.read_bytes(), self.config.person, self.body_model.name, _fit_settings())
+        ref = _reference_from_cache(load_entry(key), self.body_model)
+        if ref is not None:
+            early(ref.keypoints)
+            self.notes.append("the reference's fit came from the cache (the same photo was animated before)")
+        else:
+            try:
+                exif = exif_focal_length(self.reference, self.image.shape[:2])
+                ref = pose_image(
+                    self.image, body_model=self.body_model, estimator=load_estimator(hands=True, face=True), person=self.config.person,
+                    on_keypoints=early, exif_focal=exif,
+                )  # fmt: skip
+            except StudioError as exc:
+                raise StudioError(f"{self.reference}: {exc}") from exc
+            save_entry(key, _reference_to_cache(ref))
         if ref.num_people > 1:
             self.notes.append(f"{ref.num_people} people in the reference; animating person {ref.person} (choose with --person)")
+        self.notes += [f"reference: {note}" for note in ref.notes]
         if not _legs_seen(ref, self.image.shape[:2]):
             self.notes.append("the reference's legs are not fully visible (full-body references work best)")
         self.ref = ref
@@ -185,10 +207,11 @@ class _Job:
         base = dict(reference=self.image, reference_mask=None, reference_condition=None, motion=None, size=self.size, body_model=self.body_model, seed=self.config.seed)
         return AnimateRequest(**{**base, **fields})
 
-    def render(self, output: Path, *, resume: bool) -> ChunkStore:
+    def render(self, output: Path, *, resume: bool, writer: VideoWriter) -> ChunkStore:
         """Call the pipeline chunk by chunk through a ChunkStore; finished chunks are kept for --resume.
         Pipelines whose windows span the video (``chunk_frames`` None) take it whole and checkpoint
-        inside the call, in the store's folder."""
+        inside the call, in the store's folder. Every chunk's frames go to ``writer`` in order as soon
+        as they are there (a resumed run's finished chunks first)."""
         cls, cond = self.cls, self.cond
         settings = {
             "reference": str(self.reference), "motion": str(self.motion), "motion_kind": self.kind, "backend": cls.name,
@@ -208,6 +231,8 @@ class _Job:
             self.on_frames(sum(self.chunks[i][1] - self.chunks[i][0] for i in done))
         for i, (a, b) in enumerate(self.chunks):
             if store.done(i):
+                for frame in store.load(i):
+                    writer.write(frame)
                 continue
             progress = _Progress(self.on_stage, self.on_frames, cls.name) if step == cond.num_frames and b - a > 1 else None
             request = self._request(
@@ -220,18 +245,18 @@ class _Job:
             if frames.shape != (b - a, *self.size, 3) or frames.dtype != np.uint8:
                 raise StudioError(f"the {cls.name} pipeline returned frames {list(frames.shape)} {frames.dtype}, expected {[b - a, *self.size, 3]} uint8")
             store.save(i, frames)
+            for frame in frames:
+                writer.write(frame)
             if progress is None:
                 self.on_frames(b - a)
         return store
 
     def write(self, output: Path, store: ChunkStore, *, guidance_out, side_by_side, settings_file: Path) -> None:
-        """The video, the side outputs and the settings (published together by the caller)."""
+        """The side outputs and the settings (the video is written by ``render``; all are published
+        together by the caller)."""
         cond = self.cond
-        self.on_stage("writing the video", cond.num_frames)
-        with VideoWriter(output, fps=cond.fps) as writer:
-            for i in range(len(self.chunks)):
-                for frame in store.load(i):
-                    writer.write(frame)
+        if guidance_out is not None or side_by_side is not None:
+            self.on_stage("writing the side outputs", cond.num_frames)
         if guidance_out is not None:
             from studio.render import iter_map_video_frames
 
@@ -255,6 +280,69 @@ class _Progress:
             self.last = 0
         self.on_frames(done - self.last)
         self.last = done
+
+
+def _fit_settings() -> dict:
+    """What the cached reference fit depends on besides the photo: the fit's settings, the estimator's
+    version, the pose prior and the code that estimates and fits (a digest of its source files)."""
+    import hashlib
+    from importlib.metadata import version
+
+    import studio.capture
+    import studio.fit
+    import studio.pose
+    from studio.fit import FitConfig
+    from studio.fit.prior import DEFAULT_PRIOR
+
+    digest = hashlib.sha256()
+    files = [Path(studio.capture.__file__), DEFAULT_PRIOR]
+    for package in (studio.fit, studio.pose):
+        files += sorted(Path(package.__file__).parent.glob("*.py"))
+    for path in files:
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return {"fit": dataclasses.asdict(FitConfig()), "mediapipe": version("mediapipe"), "code": digest.hexdigest()[:16]}
+
+
+def _reference_to_cache(ref) -> dict[str, np.ndarray]:
+    """A reference's PoseResult as arrays for ``save_entry``."""
+    cond, kp = ref.condition, ref.keypoints
+    arrays = {f"body/{k}": v.numpy() for k, v in cond.body.items()}
+    arrays.update(
+        body_model=np.array(cond.body_model), camera_K=cond.camera.K.numpy(), camera_extrinsics=cond.camera.extrinsics.numpy(),
+        image_size=np.array(cond.camera.image_size), fps=np.array(cond.fps), points=kp.points, confidence=kp.confidence,
+        world=kp.world, world_confidence=kp.world_confidence, mask=kp.mask, num_people=np.array(ref.num_people),
+        person=np.array(ref.person), notes=np.array(list(ref.notes), dtype=str), focal=np.array(ref.focal.focal),
+        focal_source=np.array(ref.focal.source), focal_detail=np.array(ref.focal.detail),
+    )  # fmt: skip
+    return arrays
+
+
+def _reference_from_cache(arrays: dict[str, np.ndarray] | None, body_model: BodyModel):
+    """The PoseResult stored by ``_reference_to_cache``, or None (no entry, or one that does not fit)."""
+    import torch
+
+    from studio.camera import Camera
+    from studio.capture import PoseResult
+    from studio.condition import HumanCondition
+    from studio.fit.focal import FocalEstimate
+    from studio.pose import Keypoints
+
+    if arrays is None or str(arrays.get("body_model")) != body_model.name:
+        return None
+    try:
+        size = tuple(int(v) for v in arrays["image_size"])
+        camera = Camera(K=torch.from_numpy(arrays["camera_K"]), extrinsics=torch.from_numpy(arrays["camera_extrinsics"]), image_size=size)
+        body = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("body/")}
+        cond = HumanCondition(body_model=body_model.name, body=body, camera=camera, fps=float(arrays["fps"]))
+        notes = tuple(str(n) for n in arrays["notes"])
+        kp = Keypoints(
+            points=arrays["points"], confidence=arrays["confidence"], world=arrays["world"], world_confidence=arrays["world_confidence"],
+            present=np.ones(1, bool), image_size=size, mask=arrays["mask"], num_people=int(arrays["num_people"]), notes=notes,
+        )  # fmt: skip
+        focal = FocalEstimate(float(arrays["focal"]), str(arrays["focal_source"]), str(arrays["focal_detail"]))
+        return PoseResult(cond, kp, 0, int(arrays["num_people"]), int(arrays["person"]), focal, notes)
+    except (KeyError, ValueError, StudioError):
+        return None
 
 
 def _legs_seen(ref, image_size: tuple[int, int]) -> bool:

@@ -55,13 +55,13 @@ def transfer_motion(
         whole scaled path), ``scale`` (reference / motion leg length).
     """
     T = motion.num_frames
-    with torch.no_grad():
+    with torch.no_grad():  # each body's calls together: a body model keeps the last shape's rest model
+        zero_pose = {k: torch.zeros(1, d) for k, d in POSE_PARAM_DIMS.items()}
         m_params = motion_model.complete_params(motion.body)
         m_joints = motion_model.joints(m_params)  # [T, J, 3]
+        rest_m = motion_model.joints({**{k: v[:1] for k, v in m_params.items()}, **zero_pose})[0]
         r_params = reference_model.complete_params(reference.body)
         r_joints = reference_model.joints(r_params)[0]
-        zero_pose = {k: torch.zeros(1, d) for k, d in POSE_PARAM_DIMS.items()}
-        rest_m = motion_model.joints({**{k: v[:1] for k, v in m_params.items()}, **zero_pose})[0]
         rest_r = reference_model.joints({**r_params, **zero_pose})[0]
     scale = _leg_length(rest_r) / _leg_length(rest_m)
 

@@ -54,16 +54,21 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(p - g, axis=-1).mean())
 
 
-def pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
-    """MPJPE after the best similarity transform (rotation, translation, scale) per frame."""
-    errors = []
-    for p, g in zip(pred, gt):
+def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """pred [T, J, 3] moved by the best similarity transform (rotation, translation, scale) onto gt,
+    frame by frame."""
+    out = np.empty_like(pred, dtype=np.float64)
+    for t, (p, g) in enumerate(zip(pred, gt)):
         pc, gc = p - p.mean(0), g - g.mean(0)
         U, S, Vt = np.linalg.svd(pc.T @ gc)
         d = np.sign(np.linalg.det(U @ Vt))
         D = np.diag([1.0, 1.0, d])
         R = U @ D @ Vt
         scale = (S * np.diag(D)).sum() / (pc**2).sum()
-        aligned = scale * pc @ R + g.mean(0)
-        errors.append(np.linalg.norm(aligned - g, axis=-1).mean())
-    return float(np.mean(errors))
+        out[t] = scale * pc @ R + g.mean(0)
+    return out
+
+
+def pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
+    """MPJPE after the best similarity transform (rotation, translation, scale) per frame."""
+    return float(np.linalg.norm(procrustes_aligned(pred, gt) - gt, axis=-1).mean())

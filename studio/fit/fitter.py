@@ -9,9 +9,16 @@ Each frame is first initialised in closed form: the torso's orientation from the
 3D landmarks, limbs by two-bone inverse kinematics that respects the knee and elbow hinges, and the
 translation by linear least squares on the 2D keypoints. Adam then refines the frames of a chunk
 together, minimising
-- a robust (Geman-McClure) 2D reprojection error weighted by keypoint confidence,
-- the distance of root-relative joints to the estimator's metric 3D landmarks,
-- the joint-limit prior of ``studio.fit.prior`` and a small pull towards the rest pose,
+- a robust (Geman-McClure) 2D reprojection error weighted by keypoint confidence (keypoints outside
+  the image have confidence 0 and pull on nothing),
+- the distance of root-relative joints to the estimator's metric 3D landmarks, weighted per limb by
+  how far those landmarks can be trusted (``studio.fit.evidence.world_weights``),
+- ordinal depth from 2D occlusion cues (``studio.fit.evidence.depth_order``): a hidden joint behind
+  the joint or torso that hides it, a seen joint over the torso in front of it,
+- the pose prior learned from CMU motion capture (``studio.fit.prior.PosePrior``), the joint-limit
+  prior and a small pull towards the rest pose,
+- for an image with a person mask, the silhouette term of ``studio.fit.silhouette`` over the last
+  ``silhouette_iterations`` steps (it needs every vertex, which costs more than joints),
 - joint acceleration across frames (including the previous chunk's last frames),
 - a pull of the shape towards the body model's average.
 Videos are fitted chunk by chunk (bounded memory, streaming), each chunk warm-started and joined
@@ -20,16 +27,21 @@ smoothly to the one before; the shape is fitted on the first chunk and then held
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 
+import numpy as np
 import roma
 import torch
 
 from studio.body.base import BodyModel, rotation_between
 from studio.body.joints import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS
 from studio.condition import Camera, HumanCondition, default_focal_length
-from studio.fit.prior import joint_limits, limit_penalty
+from studio.fit.evidence import SEGMENTS, depth_order, world_weights
+from studio.fit.prior import joint_limits, limit_penalty, load_pose_prior
+from studio.fit.silhouette import SilhouetteTerm
 from studio.pose.keypoints import Keypoints
 
 logger = logging.getLogger(__name__)
@@ -43,13 +55,20 @@ class FitConfig:
     """Settings of the body fit."""
 
     focal_length: float | None = None
-    """Focal length in pixels of the full-size image; None: the image's longer side."""
+    """Focal length in pixels of the full-size image; None: the image's longer side (the capture job
+    estimates one first, see ``focal_search``)."""
+    focal_search: bool = True
+    """Without a focal length, let the capture job estimate one (EXIF, else ``studio.fit.focal``);
+    False: the image's longer side."""
     iterations: int = 30
     """Adam steps per chunk of video frames."""
     image_iterations: int = 120
     """Adam steps for a single image (the shape is fitted too)."""
     shape_iterations: int = 20
     """Adam steps of a video's shape fit (on its best-detected frames of the first chunk)."""
+    image_shape_iterations: int = 60
+    """The last Adam steps of an image fit, which fit the shape too (before them the shape is held,
+    which makes a step several times cheaper)."""
     chunk_size: int = 16
     """Video frames fitted together."""
     learning_rate: float = 0.03
@@ -58,9 +77,9 @@ class FitConfig:
     """"adam" (fixed cost per step, the default) or "lbfgs" (L-BFGS with a strong-Wolfe line search; ``iterations`` caps its steps; a little smoother, about 20% slower)."""
     hands: bool = True
     """Fit finger rotations where hand keypoints were found."""
-    robust_scale: float = 0.04
-    """Geman-McClure scale of the 2D error, as a fraction of the image's longer side."""
-    world_weight: float = 2.0
+    robust_scale: float = 0.05
+    """Geman-McClure scale of the 2D error, as a fraction of the person's size in the image."""
+    world_weight: float = 4.0
     """Weight of the alignment to the estimator's metric 3D landmarks."""
     prior_weight: float = 1.0
     """Weight of the joint-limit prior (the pull to the rest pose is a hundredth of it)."""
@@ -70,6 +89,37 @@ class FitConfig:
     """Pull of the shape towards the body model's average."""
     max_gap_seconds: float = 0.5
     """Frames without a person in gaps up to this long are interpolated; longer gaps hold the pose."""
+    pose_prior_weight: float = 0.1
+    """Weight of the mocap-learned pose prior (0: off)."""
+    pose_prior: str | None = None
+    """A pose-prior file from scripts/build_pose_prior.py; None: the one shipped in assets/prior/."""
+    ordinal_weight: float = 20.0
+    """Weight of the ordinal depth cues from occlusion (0: off)."""
+    world_tolerance: float = 0.12
+    """Image-plane disagreement (metres) between a metric landmark and its 2D keypoint at which the
+    landmark keeps e^-1 of its weight."""
+    outside_weight: float = 0.5
+    """Weight of keeping joints the estimator placed beyond the frame's edge out of the frame (they
+    have no 2D weight, so without this a cut-off limb may swing into view)."""
+    silhouette_weight: float = 0.5
+    """Weight of the silhouette term against the person mask, for images with a mask (0: off)."""
+    silhouette_iterations: int = 40
+    """Final Adam steps of an image fit that use the silhouette term."""
+    smoothing: bool = True
+    """Smooth a video's fitted parameters over time with a bidirectional (RTS) pass (the capture job)."""
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: fitting's tensors are small, so one thread is
+    faster (several threads spin against each other, badly so on a busy machine), and the other core
+    stays free for work that overlaps it (tracking, inpainting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # 2D keypoint weights by joint: the estimator's hips, face and body-level hand points sit less
@@ -87,6 +137,7 @@ def _joint_weights() -> torch.Tensor:
 
 
 _TORSO = [JOINT_INDEX[n] for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
+SILHOUETTE_STRIDE = 4  # the silhouette term looks at every 4th vertex (body models number vertices region by region)
 
 
 class BodyFitter:
@@ -102,6 +153,7 @@ class BodyFitter:
         self._last: dict[str, torch.Tensor] | None = None  # the last fitted frame's parameters
         with torch.no_grad():
             self._rest = body_model.joints({"transl": torch.zeros(1, 3)})[0]  # [J, 3] T-pose joints, average shape
+        self._bones = np.array([float((self._rest[JOINT_INDEX[c]] - self._rest[JOINT_INDEX[p]]).norm()) for p, c in SEGMENTS])
 
     # -- public API -------------------------------------------------------------------------------
     def fit(self, keypoints: Keypoints) -> HumanCondition:
@@ -111,7 +163,11 @@ class BodyFitter:
 
     def fit_chunk(self, keypoints: Keypoints) -> HumanCondition:
         """Fit the next frames of a video (streaming): continues smoothly from the previous call,
-        with the shape fitted on the first call and then held."""
+        with the shape fitted on the first call and then held. Runs torch on one thread."""
+        with one_torch_thread():
+            return self._fit_next(keypoints)
+
+    def _fit_next(self, keypoints: Keypoints) -> HumanCondition:
         if len(keypoints) == 1 and self._previous is None:  # an image: shape and pose together
             cond, joints = self._fit_chunk(keypoints, None, fit_shape=self.shape is None, iterations=self.config.image_iterations)
             self._previous = joints
@@ -145,12 +201,15 @@ class BodyFitter:
         model = self.model
         camera = self.camera(kp.image_size, T)
         K = camera.K[0]
-        scale = float(max(kp.image_size))
+        scale = _person_size(kp)  # 2D errors are measured against the person's size, not the frame's
         points = torch.from_numpy(kp.points).float()
         known = self.model.joint_valid.float().cpu()  # joints the model lacks (SMPL's fingers) pull on nothing
         conf = torch.from_numpy(kp.confidence).float() * self.weights * known
         world_obs = torch.from_numpy(kp.world).float() * _FLIP  # world axes, hip-centred
         world_conf = torch.from_numpy(kp.world_confidence).float() * known
+        world_trust = torch.from_numpy(world_weights(kp, tolerance=cfg.world_tolerance, bone_lengths=self._bones)).float() * known
+        beyond = torch.from_numpy(_beyond_frame(kp)).float() * known  # [T, J]: placed beyond the frame's edge
+        frame_hw = torch.tensor(kp.image_size, dtype=torch.float32)
 
         shape = self.shape if self.shape is not None else model.default_shape()[self.shape_field]
         with torch.no_grad():
@@ -173,26 +232,45 @@ class BodyFitter:
         prev = previous if previous is not None else torch.zeros(0, NUM_JOINTS, 3)
         has_world = world_conf.sum() > 0
         wc = world_conf[:, _TORSO].sum(1, keepdim=True).clamp_min(1e-6)
+        prior = load_pose_prior(cfg.pose_prior) if cfg.pose_prior_weight > 0 else None
+        order = depth_order(kp) if cfg.ordinal_weight > 0 else None
+        silhouette = None
+        if T == 1 and kp.mask is not None and cfg.silhouette_weight > 0 and cfg.silhouette_iterations > 0:
+            silhouette = SilhouetteTerm(kp.mask[0])
 
-        def objective():
+        def objective(with_silhouette: bool = False):
             params = {"global_orient": go, "body_pose": bp, "transl": tr, "left_hand_pose": lh, "right_hand_pose": rh}
             params[self.shape_field] = self._clamp_shape(shape_var)
-            joints = model.joints(params) * _FLIP  # [T, J, 3] camera space
-            uv = joints @ K.T
-            uv = uv[..., :2] / uv[..., 2:3].clamp_min(1e-3)
+            if with_silhouette:
+                out = model(params)
+                joints = out.joints * _FLIP  # [T, J, 3] camera space
+                vertices = out.vertices[:, ::SILHOUETTE_STRIDE] * _FLIP  # a spread subset is enough
+            else:
+                joints = model.joints(params) * _FLIP  # [T, J, 3] camera space
+            uv = _project(joints, K)
             r2 = ((uv - points) / scale).square().sum(-1)
             loss = (conf * (sigma2 * r2 / (sigma2 + r2))).sum() / (sigma2 * T)
+            if cfg.outside_weight > 0 and bool(beyond.any()):
+                depth_in = torch.minimum(uv, frame_hw.flip(0) - uv).amin(-1)  # [T, J] pixels inside the frame (< 0: outside)
+                inside = torch.sqrt((torch.relu(depth_in) / scale).square() + 1e-8) - 1e-4  # L1: pulls all the way out
+                loss = loss + cfg.outside_weight * (beyond * inside).sum() / (cfg.robust_scale * T)
             if has_world:
                 centre = (joints[:, _TORSO] * world_conf[:, _TORSO, None]).sum(1, keepdim=True) / wc[..., None]
                 obs_centre = (world_obs[:, _TORSO] * _FLIP * world_conf[:, _TORSO, None]).sum(1, keepdim=True) / wc[..., None]
                 d = (joints - centre) - (world_obs * _FLIP - obs_centre)
-                loss = loss + cfg.world_weight * (world_conf * d.square().sum(-1)).sum() / (0.01 * T)
+                loss = loss + cfg.world_weight * (world_trust * d.square().sum(-1)).sum() / (0.01 * T)
             pose = torch.cat([bp.view(T, 21, 3), lh.view(T, 15, 3), rh.view(T, 15, 3)], dim=1)
             loss = loss + cfg.prior_weight * (
                 limit_penalty(bp.view(T, 21, 3), slice(1, 22)).sum() * 100.0
                 + limit_penalty(torch.cat([lh, rh], 1).view(T, 30, 3), slice(25, 55)).sum() * 10.0
                 + 0.01 * pose.square().sum()
             ) / T
+            if prior is not None:
+                loss = loss + cfg.pose_prior_weight * prior.penalty(bp).sum() / T
+            if order is not None and len(order):
+                loss = loss + cfg.ordinal_weight * order.penalty(joints).sum() / T
+            if with_silhouette:
+                loss = loss + cfg.silhouette_weight * silhouette(_project(vertices, K)).sum() / T
             if smooth and T + len(prev) >= 3:
                 seq = torch.cat([prev, joints], dim=0)
                 accel = seq[2:] - 2 * seq[1:-1] + seq[:-2]
@@ -206,15 +284,19 @@ class BodyFitter:
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss, _ = objective()
+                loss, _ = objective(silhouette is not None)
                 loss.backward()
                 return loss
 
             optimizer.step(closure)
         else:
-            for _ in range(iterations):
+            first_silhouette_step = iterations - cfg.silhouette_iterations if silhouette is not None else iterations
+            first_shape_step = iterations - cfg.image_shape_iterations if fit_shape and T == 1 else 0
+            for step in range(iterations):
+                if fit_shape:
+                    shape_var.requires_grad_(step >= first_shape_step)
                 optimizer.zero_grad(set_to_none=True)
-                loss, _ = objective()
+                loss, _ = objective(step >= first_silhouette_step)
                 loss.backward()
                 optimizer.step()
         with torch.no_grad():
@@ -317,6 +399,32 @@ class BodyFitter:
             return {k: self._last[k].expand(T, -1).clone() for k in out}
         out["transl"] = (torch.tensor([0.0, 0.0, 3.0]) - joints[:, 0]) * _FLIP
         return out
+
+
+def _project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Camera-space points [..., 3] -> pixels [..., 2] through intrinsics K [3, 3]."""
+    uv = points @ K.T
+    return uv[..., :2] / uv[..., 2:3].clamp_min(1e-3)
+
+
+def _beyond_frame(kp: Keypoints) -> np.ndarray:
+    """Which keypoints [T, J] the estimator placed beyond the frame's edge (its prediction, with
+    confidence 0 there): a detected person's joints with a position outside the image."""
+    h, w = kp.image_size
+    p = kp.points
+    outside = (p[..., 0] < 0) | (p[..., 0] >= w) | (p[..., 1] < 0) | (p[..., 1] >= h)
+    return outside & kp.present[:, None] & (kp.confidence == 0)
+
+
+def _person_size(kp: Keypoints) -> float:
+    """The person's size in the image in pixels (the median over frames of the longer side of the
+    confident keypoints' box), or the image's longer side when too few keypoints are confident."""
+    sizes = []
+    for t in range(len(kp)):
+        good = kp.confidence[t] > 0.5
+        if good.sum() >= 4:
+            sizes.append(float(np.ptp(kp.points[t, good], axis=0).max()))
+    return max(float(np.median(sizes)), 16.0) if sizes else float(max(kp.image_size))
 
 
 def _frame(a: torch.Tensor, n: torch.Tensor) -> torch.Tensor:

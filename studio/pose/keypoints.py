@@ -26,6 +26,7 @@ class Keypoints:
     fps: float = 30.0
     mask: np.ndarray | None = None  # [T, H, W] uint8 person mask (255 = person), when asked for
     num_people: int = 1  # people found when the target was chosen
+    notes: tuple[str, ...] = ()  # what the user should be told about the detection (a second scale, ...)
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -60,6 +61,7 @@ class Keypoints:
             fps=parts[0].fps,
             mask=np.concatenate(masks) if all(m is not None for m in masks) else None,
             num_people=max(p.num_people for p in parts),
+            notes=tuple(dict.fromkeys(n for p in parts for n in p.notes)),
         )
 
     def select(self, frames: list[int]) -> Keypoints:
