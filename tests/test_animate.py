@@ -93,12 +93,20 @@ def test_transfer_without_keep_in_view_keeps_the_whole_path(anny, reference, run
     assert travel == pytest.approx(float((source[-1] - source[0])[[0, 2]].norm()) * placement["scale"], rel=1e-3)
 
 
-def test_avatar_texture_comes_from_the_person(anny, reference, run):
-    from studio.texture import AvatarRenderer, build_avatar
+@pytest.fixture(scope="module")
+def sitting_avatar(anny, reference):
+    from studio.texture import build_avatar
 
     image, ref = reference
     size = output_size(image.shape[:2], 256)
-    avatar = build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=anny, output_size=size)
+    return build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=anny, output_size=size), size
+
+
+def test_avatar_texture_comes_from_the_person(anny, reference, run, sitting_avatar):
+    from studio.texture import AvatarRenderer
+
+    image, ref = reference
+    avatar, size = sitting_avatar
     assert avatar.texture_coords.shape == (anny.num_vertices, 2)
     px = np.round(avatar.texture_coords).astype(int)
     assert (ref.keypoints.mask[0][px[:, 1], px[:, 0]] > 127).all()  # every texel samples the person
@@ -113,6 +121,132 @@ def test_avatar_texture_comes_from_the_person(anny, reference, run):
     body = maps["mask"] > 0
     diff = np.abs(frames.astype(int) - avatar.background.astype(int)).sum(-1)
     assert diff[body].mean() > 20 and diff[~body].mean() < 3
+
+
+def test_texture_is_symmetric_part_aware_and_consistent(anny, reference, sitting_avatar):
+    """Hidden vertices take a well-seen vertex's pixel (never a pixel between parts); a part seen far
+    less than its left/right twin takes the twin's texture; no part is textured from pixels far from
+    its own colour (the sitting photo's leggings are dark: no pale knees)."""
+    from studio.body.joints import BODY_PART_NAMES
+    from studio.texture import _mirror_part, mirror_vertices
+
+    image, ref = reference
+    avatar, _ = sitting_avatar
+    rest = anny.rest_vertices(ref.condition.body)[0].numpy()
+    mirror, parts = mirror_vertices(rest), anny.part_labels.numpy()
+    lut = _mirror_part(parts, mirror)
+    assert (parts[mirror] == np.array([lut[p] for p in range(parts.max() + 1)])[parts]).mean() > 0.97
+    pairs = {BODY_PART_NAMES[k]: BODY_PART_NAMES[v] for k, v in _mirror_part(parts, mirror).items()}
+    assert pairs["left_thigh"] == "right_thigh" and pairs["right_forearm"] == "left_forearm" and pairs["head"] == "head"
+    # Every texel is a pixel some vertex projects to (no means of positions), snapped into the person.
+    px = np.round(avatar.texture_coords).astype(int)
+    colours = image[px[:, 1], px[:, 0]].astype(float).mean(1)
+    knees = np.isin(parts, [BODY_PART_NAMES.index(n) for n in ("left_thigh", "right_thigh", "left_calf", "right_calf")])
+    assert np.median(colours[knees]) < 80  # dark leggings
+    assert (colours[knees] > 150).mean() < 0.03  # hardly any pale texels on the legs (before: 0.16)
+    forearms = np.isin(parts, [BODY_PART_NAMES.index(n) for n in ("left_forearm", "right_forearm")])
+    assert (colours[forearms] < 60).mean() < 0.03  # bare forearms: no dark streaks from the leggings (before: 0.06)
+
+
+def test_self_reenactment_keeps_the_video_placement(anny, reference, run):
+    """The photo as frame k of the motion: frame k reproduces the photo's fit exactly, and the others
+    follow the motion in the camera's space (here: the run's own root path, turned with the camera)."""
+    import cv2
+
+    from studio.animate.transfer import reenact_motion
+
+    import dataclasses
+
+    _, ref = reference
+    # The run seen by the photo's camera, so both fits share a focal length (depth is rescaled by
+    # their ratio otherwise) and the result is a rigid move of the motion.
+    motion = dataclasses.replace(run[:6], camera=ref.condition.camera.index([0] * 6))
+    k = 2
+    size = ref.condition.camera.image_size
+    cond = reenact_motion(motion, ref.condition, frame=k, motion_model=anny, reference_model=anny)
+    ref_joints = ref.condition.posed(anny).joints[0]
+    joints = cond.posed(anny).joints
+    assert torch.allclose(joints[k], ref_joints, atol=1e-4)
+    assert cond.camera.image_size == size and torch.allclose(cond.camera.extrinsics, ref.condition.camera.extrinsics.expand(6, 4, 4))
+    # Pelvis travel between frames equals the motion's (same camera, same focal scale: rigid).
+    m = motion.posed(anny).joints[:, 0]
+    assert float((joints[5, 0] - joints[0, 0]).norm()) == pytest.approx(float((m[5] - m[0]).norm()), rel=0.05, abs=0.01)
+    # A camera turn moves the body with it: the camera-space pelvis is the same, the extrinsics turn.
+    turns = torch.from_numpy(np.stack([cv2.Rodrigues(np.array([0.0, 0.05 * (t - k), 0.0]))[0] for t in range(6)])).float()
+    turned = reenact_motion(motion, ref.condition, frame=k, motion_model=anny, reference_model=anny, camera_turns=turns)
+    cam = lambda c: world_to_camera(c.posed(anny).joints, c.camera.extrinsics)  # noqa: E731
+    assert torch.allclose(cam(turned)[k], cam(cond)[k], atol=1e-4)
+    assert torch.allclose(turned.camera.extrinsics[4, :3, :3], turns[4] @ ref.condition.camera.extrinsics[0, :3, :3], atol=1e-5)
+    with pytest.raises(ValueError, match="frame must be in"):
+        reenact_motion(motion, ref.condition, frame=6, motion_model=anny, reference_model=anny)
+
+
+def test_a_photo_is_found_in_its_video(reference, monkeypatch):
+    from studio.animate import job
+    from studio.animate.job import frame_of_video
+    from studio.media import VideoReader
+
+    monkeypatch.setattr(job, "SEARCH_FRAMES", 6)  # decoding the whole clip is the slow part
+
+    frames = [f for _, f in zip(range(4), VideoReader(MEDIA / "motion_dribble.mp4"))]
+    assert frame_of_video(frames[3], MEDIA / "motion_dribble.mp4") == 3
+    image, _ = reference
+    assert frame_of_video(image, MEDIA / "motion_dribble.mp4") is None  # another aspect
+    assert frame_of_video(np.ascontiguousarray(frames[0][::-1]), MEDIA / "motion_dribble.mp4") is None  # same aspect, other picture
+
+
+def test_held_layer_follows_the_forearm():
+    """A held object's sprite turns with the elbow -> palm segment and shrinks with the palm's depth."""
+    from studio.animate.held import HeldLayer
+
+    sprite = np.zeros((10, 10, 4), np.uint8)
+    sprite[..., :3], sprite[..., 3] = 200, 255
+    joints = np.array([[0.0, 0.0], [8.0, 0.0], [10.0, 0.0]])  # elbow, wrist, palm along +x
+    layer = HeldLayer(sprite=sprite, origin=np.array([10.0, -5.0]), hand="left", joints=joints, palm_depth=2.0, focal=100.0)
+    new = np.array([[50.0, 50.0], [50.0, 58.0], [50.0, 60.0]])  # turned 90 degrees, moved
+    A = layer.place(new, palm_depth=4.0, focal=100.0)  # twice as far: half the size
+    assert np.allclose(A @ [10.0, 0.0, 1.0], [50.0, 60.0])  # the palm goes to the palm
+    assert np.allclose(A @ [20.0, 0.0, 1.0], [50.0, 65.0])  # 10 px along the forearm -> 5 px along the new one
+    frame = np.zeros((100, 100, 3), np.uint8)
+    layer.composite(frame, A)
+    ys, xs = np.nonzero(frame[..., 0] > 100)
+    assert 55 <= ys.mean() <= 70 and 45 <= xs.mean() <= 55
+
+
+@pytest.mark.slow
+def test_held_ball_is_found_and_moves_with_the_hand(anny, run):
+    """The bundled held-ball photo: the ball next to his left hand is found (and nothing in the sitting
+    photo); animated, the ball is drawn near the hand in every frame, not left in the background."""
+    from studio.animate.held import find_held_objects, frame_joints
+    from studio.capture import pose_image
+    from studio.media import read_image
+    from studio.texture import AvatarRenderer, build_avatar
+
+    image = read_image(MEDIA / "ref_held_ball.jpg")
+    ref = pose_image(image, body_model=anny)
+    held, layers = find_held_objects(image, ref.keypoints.mask[0], ref.condition, body_model=anny)
+    assert [layer.hand for layer in layers] == ["left"]
+    ys, xs = np.nonzero(held > 127)
+    assert 600 < xs.mean() < 1000 and 700 < ys.mean() < 1100  # the ball (about x 760-900, y 820-1000)
+    size = output_size(image.shape[:2], 384)
+    avatar = build_avatar(image, ref.keypoints.mask[0], ref.condition, body_model=anny, output_size=size)
+    avatar.held = layers
+    cond, _ = transfer_motion(run[:3], ref.condition, motion_model=anny, reference_model=anny, image_size=size)
+    renderer = AvatarRenderer(avatar, anny, output_size=size)
+    frames = renderer.render(cond)
+    renderer.release()
+    uv, _ = frame_joints(dataclasses_replace_size(cond, size), anny, "left")
+    for t, frame in enumerate(frames):
+        orange = (frame[..., 0].astype(int) - frame[..., 2] > 40) & (frame[..., 0] > 80)
+        oy, ox = np.nonzero(orange)
+        assert oy.size > 20
+        assert np.hypot(ox.mean() - uv[t, 2, 0], oy.mean() - uv[t, 2, 1]) < 0.12 * max(size)
+
+
+def dataclasses_replace_size(cond, size):
+    import dataclasses
+
+    return dataclasses.replace(cond, camera=cond.camera.resized(size))
 
 
 def test_backend_resolution():

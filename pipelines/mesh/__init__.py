@@ -3,6 +3,10 @@ textured from the photo (see ``avatar``), the person is inpainted out of the bac
 avatar is rendered in every pose of the motion. Classical and deterministic; registered through the
 ``studio.pipelines`` entry point like any other pipeline.
 
+What the hands hold (``studio.animate.held``) is cut out with the person: it is inpainted out of the
+background too and drawn at the hand in every frame. When the motion's camera turns (a handheld video
+reenacting itself) the background turns with it.
+
 The background and the avatar's texture depend only on the photo, its mask, its fit and the output
 size, so they are cached per reference (``studio.animate.cache``): animating the same photo again
 starts rendering at once.
@@ -55,22 +59,25 @@ class MeshPipeline(PipelineBase):
         self._background: Future | None = None
         self._renderer = None
         self._reference_id: int | None = None
+        self.notes: list[str] = []  # what the job should tell the user (something held was found)
 
     @classmethod
     def load(cls, weights: Path | None, config: MeshConfig) -> MeshPipeline:
         return cls(config)
 
-    def _make_background(self, request: AnimateRequest) -> np.ndarray:
+    def _make_background(self, request: AnimateRequest, mask: np.ndarray | None = None) -> np.ndarray:
+        """The photo without the person (``mask``, else the request's person mask) at the output size, or a plain colour."""
         h, w = request.size
+        mask = request.reference_mask if mask is None else mask
         if self.config.background == "inpaint":
             from studio.animate.cache import cache_key, load_entry, save_entry
             from studio.texture import inpaint_person
 
-            key = cache_key("mesh-background", request.reference, request.reference_mask, list(request.size))
+            key = cache_key("mesh-background", request.reference, mask, list(request.size))
             cached = load_entry(key)
             if cached is not None and cached.get("background", np.zeros(0)).shape == (h, w, 3):
                 return cached["background"]
-            background = inpaint_person(request.reference, request.reference_mask, (h, w))
+            background = inpaint_person(request.reference, mask, (h, w))
             save_entry(key, {"background": background})
             return background
         return np.broadcast_to(np.array(BACKGROUND_COLORS[self.config.background], np.uint8), (h, w, 3)).copy()
@@ -81,21 +88,32 @@ class MeshPipeline(PipelineBase):
             self._background = self._pool.submit(self._make_background, request)
 
     def _build_avatar(self, request: AnimateRequest, background: np.ndarray):
-        """The textured avatar of the request's reference (cached per photo, mask, fit and size)."""
+        """The textured avatar of the request's reference (its texture cached per photo, mask, fit and
+        size), with what the hands hold as layers and, if they hold something, a background without it."""
         from studio.animate.cache import cache_key, load_entry, save_entry
+        from studio.animate.held import find_held_objects
         from studio.texture import MeshAvatar, build_avatar
 
         cond = request.reference_condition
+        held_mask, layers = find_held_objects(request.reference, request.reference_mask, cond, body_model=request.body_model)
+        # The texture comes from the person only, never from what they hold.
+        mask = np.where(held_mask > 127, 0, request.reference_mask).astype(np.uint8)
+        if layers:
+            self.notes.append(f"the {' and '.join(layer.hand for layer in layers)} hand holds something: it moves with the hand")
+            if self.config.background == "inpaint":
+                background = self._make_background(request, np.maximum(request.reference_mask, held_mask))
         fit = [cond.body_model, *(v.numpy() for _, v in sorted(cond.body.items())), cond.camera.K.numpy(), cond.camera.extrinsics.numpy()]
-        key = cache_key("mesh-avatar", request.reference, request.reference_mask, list(request.size), *fit)
+        key = cache_key("mesh-avatar", request.reference, mask, list(request.size), *fit)
         cached = load_entry(key)
         if cached is not None and cached["texture_coords"].shape == (request.body_model.num_vertices, 2):
-            return MeshAvatar(request.reference, cached["texture_coords"], background, float(cached["visible_fraction"]))
-        avatar = build_avatar(
-            request.reference, request.reference_mask, cond, body_model=request.body_model, output_size=request.size, background=background,
-        )  # fmt: skip
-        save_entry(key, {"texture_coords": avatar.texture_coords, "visible_fraction": np.array(avatar.visible_fraction)})
-        return avatar
+            avatar = MeshAvatar(request.reference, cached["texture_coords"], background, float(cached["visible_fraction"]))
+        else:
+            avatar = build_avatar(request.reference, mask, cond, body_model=request.body_model, output_size=request.size, background=background)
+            save_entry(key, {"texture_coords": avatar.texture_coords, "visible_fraction": np.array(avatar.visible_fraction)})
+        # The background is a far-away backdrop: when the motion's camera turns (a handheld video
+        # reenacting itself), it turns with it.
+        rotation = cond.camera.extrinsics[0, :3, :3].numpy().astype(np.float64)
+        return dataclasses.replace(avatar, held=layers, camera_rotation=rotation)
 
     def animate(self, request: AnimateRequest) -> AnimateResult:
         """Frames [T, H, W, 3] uint8 of the avatar in each pose of ``request.motion``."""

@@ -20,7 +20,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when what is cached changes meaning
+CACHE_VERSION = 2  # bump when what is cached changes meaning (2: held objects, new texture and inpainting)
 MAX_ENTRIES = 64
 
 

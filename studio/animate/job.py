@@ -134,6 +134,7 @@ def _animate(
         # The video is encoded (by ffmpeg, in its own process) while the frames are rendered.
         with VideoWriter(output, fps=job.cond.fps) as writer:
             store = job.render(output, resume=resume, writer=writer)
+        job.notes += getattr(job.pipe, "notes", [])
         job.write(output, store, guidance_out=guidance_out, side_by_side=side_by_side, settings_file=settings_file)
     finally:
         job.pipe.close()
@@ -189,11 +190,26 @@ class _Job:
 
     def transfer(self) -> None:
         """The motion on the reference's body, in the output camera."""
+        import torch
+
         from studio.animate.transfer import transfer_motion
 
         self.on_stage("reading the motion", 0)
         self.motion_cond, self.kind = load_motion(self.motion, self.body_model, on_frames=self.on_frames)
         self.motion_model = self.body_model if self.motion_cond.body_model == self.body_model.name else _load_model(self.motion_cond.body_model)
+        frame = frame_of_video(self.image, self.motion) if self.kind == "video" else None
+        if frame is not None and frame < self.motion_cond.num_frames:
+            from studio.animate.camera_motion import video_camera_turns
+            from studio.animate.transfer import reenact_motion
+
+            turns = video_camera_turns(self.motion, self.motion_cond, reference_frame=frame, body_model=self.motion_model)
+            self.cond = reenact_motion(
+                self.motion_cond, self.ref.condition, frame=frame, motion_model=self.motion_model, reference_model=self.body_model,
+                image_size=self.size, camera_turns=torch.from_numpy(turns).float(),
+            )  # fmt: skip
+            self.placement = {"depth_factor": 1.0, "path_factor": 1.0, "reenact_frame": frame}
+            self.notes.append(f"the reference is frame {frame} of the motion video: its own camera and placement are kept (self-reenactment)")
+            return
         self.cond, self.placement = transfer_motion(
             self.motion_cond, self.ref.condition, motion_model=self.motion_model, reference_model=self.body_model, image_size=self.size,
             keep_in_view=self.config.keep_in_view,
@@ -280,6 +296,35 @@ class _Progress:
             self.last = 0
         self.on_frames(done - self.last)
         self.last = done
+
+
+SAME_FRAME_LEVELS = 6.0  # mean absolute difference (0-255) at 64 px under which a photo is a video's frame
+SEARCH_FRAMES = 120  # frames at the start of the motion video searched for the photo (10 s at 12 fps; decoding costs)
+
+
+def frame_of_video(image: np.ndarray, video: str | Path) -> int | None:
+    """The index of the frame of ``video`` that ``image`` [H, W, 3] uint8 is (same aspect, nearly the
+    same pixels at 64 px, so a re-encoded or JPEG-saved frame counts), or None."""
+    import cv2
+
+    from studio.media import video_info
+
+    info = video_info(video)
+    h, w = info.size
+    if abs(image.shape[1] / image.shape[0] - w / h) > 0.01:
+        return None
+    size = (max(8, round(64 * w / max(h, w))), max(8, round(64 * h / max(h, w))))
+    ref = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    best, best_diff = None, SAME_FRAME_LEVELS
+    for i, frame in enumerate(VideoReader(video, max_side=256)):
+        if i >= SEARCH_FRAMES:
+            break
+        diff = float(np.abs(cv2.resize(frame, size, interpolation=cv2.INTER_AREA).astype(np.float32) - ref).mean())
+        if diff < best_diff:
+            best, best_diff = i, diff
+            if diff < 1.0:
+                break
+    return best
 
 
 def _fit_settings() -> dict:

@@ -5,10 +5,14 @@ rotations, the turns of the body about the vertical, and the root path, scaled b
 two bodies' leg lengths, so the driving person's proportions and camera do not leak in. Both world
 frames are Y up; the motion is turned about Y so that its first frame faces the way the reference
 person faces, placed where the reference stands, with its lowest foot on the reference's ground.
+
+Self-reenactment (``reenact_motion``): when the photo is a frame of the driving video, the video's
+own camera and placement are kept instead, so the result can be compared with the video frame by frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import roma
@@ -168,3 +172,76 @@ def _keep_in_view(
                 fallback = fallback or (depth_factor, path_factor)
                 break  # farther back only gets smaller
     return fallback or (4.0, 0.0)
+
+
+def reenact_motion(
+    motion: HumanCondition,
+    reference: HumanCondition,
+    *,
+    frame: int,
+    motion_model: BodyModel,
+    reference_model: BodyModel,
+    image_size: tuple[int, int] | None = None,
+    camera_turns: torch.Tensor | None = None,
+) -> HumanCondition:
+    """Self-reenactment: the reference photo is frame ``frame`` of the video ``motion`` was captured
+    from, so the video's own camera and placement are kept (nothing is pushed back or re-aimed).
+
+    The motion is taken in its camera's space (turns and the root path relative to that frame, depth
+    rescaled by the two fits' focal lengths) and attached to the reference's fitted body in its camera's
+    space: frame ``frame`` reproduces the reference's fit exactly, and each joint's rotation is the
+    reference's composed with the motion's change since that frame.
+
+    Args:
+        motion: T frames captured from the video; reference: its one-frame fit of the photo.
+        frame: index of the photo in the video (0 <= frame < T).
+        image_size: output (height, width); None keeps the reference image's size.
+        camera_turns: [T, 3, 3] rotations from the camera of frame ``frame`` to each frame's (a
+            handheld video's pan, ``studio.animate.camera_motion``); the output camera turns the same way.
+    Returns:
+        T frames on the reference's body (shape, camera) at the motion's fps.
+    """
+    T = motion.num_frames
+    if not 0 <= frame < T:
+        raise ValueError(f"frame must be in [0, {T}), got {frame}")
+    with torch.no_grad():
+        m_params = motion_model.complete_params(motion.body)
+        m_pelvis = motion_model.joints(m_params)[:, JOINT_INDEX["pelvis"]]  # [T, 3]
+        r_params = reference_model.complete_params(reference.body)
+        r_pelvis = reference_model.joints(r_params)[0, JOINT_INDEX["pelvis"]]
+
+    def to_camera(extrinsics: torch.Tensor, orient: torch.Tensor, pelvis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rot, t = extrinsics[..., :3, :3], extrinsics[..., :3, 3]
+        return rot @ axis_angle_to_matrix(orient), (rot @ pelvis[..., None])[..., 0] + t
+
+    Rm, pm = to_camera(motion.camera.extrinsics, m_params["global_orient"], m_pelvis)  # [T, 3, 3], [T, 3]
+    Rr, pr = to_camera(reference.camera.extrinsics[0], r_params["global_orient"][0], r_pelvis)
+    # The same picture seen with another focal length is the same picture at a proportional depth.
+    f_m = motion.camera.K[:, 0, 0] / motion.camera.image_size[1]
+    f_r = float(reference.camera.K[0, 0, 0]) / reference.camera.image_size[1]
+    pm = pm.clone()
+    pm[:, 2] *= f_r / f_m
+    turns = torch.eye(3).expand(T, 3, 3) if camera_turns is None else torch.as_tensor(camera_turns, dtype=torch.float32)
+    pc = pm + (turns @ (pr - pm[frame])[:, None])[..., 0]  # [T, 3] each frame's camera space
+    Rc = Rm @ Rm[frame].T @ Rr  # [T, 3, 3]
+    extrinsics = reference.camera.extrinsics[[0] * T].clone()  # [T, 4, 4]
+    extrinsics[:, :3, :] = turns @ extrinsics[:, :3, :]
+    orient = matrix_to_axis_angle(extrinsics[:, :3, :3].transpose(1, 2) @ Rc)
+    pelvis = (extrinsics[:, :3, :3].transpose(1, 2) @ (pc - extrinsics[:, :3, 3])[..., None])[..., 0]  # [T, 3] world
+
+    body = {"global_orient": orient}
+    for key in _POSE_FIELDS:
+        dim = POSE_PARAM_DIMS[key]
+        m = axis_angle_to_matrix(m_params[key].reshape(T, dim // 3, 3))
+        r = axis_angle_to_matrix(r_params[key][:1].reshape(1, dim // 3, 3))
+        body[key] = matrix_to_axis_angle(r @ m[frame : frame + 1].transpose(-1, -2) @ m).reshape(T, dim)
+    for key in reference_model.shape_dims:
+        body[key] = r_params[key][:1].expand(T, -1).clone()
+    body["transl"] = torch.zeros(T, 3)
+    with torch.no_grad():
+        placed = reference_model.joints(body)[:, JOINT_INDEX["pelvis"]]
+    body["transl"] = pelvis - placed
+    camera = dataclasses.replace(reference.camera.index([0] * T), extrinsics=extrinsics)
+    if image_size is not None:
+        camera = camera.resized(image_size)
+    return HumanCondition(body_model=reference_model.name, body=body, camera=camera, fps=motion.fps)
