@@ -230,7 +230,8 @@ class TaskControls:
         for name in self.backends:
             with gr.Accordion(f"{name} settings", open=False, visible=name == self.backends[0]) as group:
                 for field in config_fields(pipelines[name].Config):
-                    self.widgets[(name, field.name)] = setting_widget(name, field)
+                    if not field.names_a_path:  # a server path is never taken from request data (CLI only)
+                        self.widgets[(name, field.name)] = setting_widget(name, field)
             groups[name] = group
         self.menu.change(lambda chosen: [gr.update(visible=n == chosen) for n in groups], self.menu, list(groups.values()))
 

@@ -303,11 +303,15 @@ def avatar(
     preview: str | None = typer.Option(None, "--preview", help="Also write a video of the avatar (an orbit)."),
     person: int | None = typer.Option(None, "--person", help="Which person of the photo (0 = largest)."),
     seed: int = typer.Option(0, "--seed", help="Seed of a stochastic pipeline."),
+    views: int | None = typer.Option(None, "--views", help="Views of the multi-view prior (the pipeline's `views` setting)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimisation steps (the pipeline's `steps` setting)."),
+    prior: str | None = typer.Option(None, "--prior", help="The multi-view prior, e.g. mesh (embedded) or sv3d (weights) (the `prior` setting)."),
 ) -> None:
     """Build a 3D avatar of the person in a photo."""
     from studio.body import load_body_model
     from studio.tasks import run_avatar
 
+    settings = [*settings, *(f"{key}={value}" for key, value in (("views", views), ("steps", steps), ("prior", prior)) if value is not None)]
     output = _file_output(output, None, "the avatar")  # its format is the pipeline's (run_avatar checks it)
     with _progress("{task.description}") as progress:
         task = progress.add_task("starting", total=None)

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import textwrap
 import types
 import typing
@@ -320,6 +321,13 @@ class ConfigField:
     def choices(self) -> tuple | None:
         base = _strip_optional(self.type)
         return typing.get_args(base) if typing.get_origin(base) is Literal else None
+
+    @property
+    def names_a_path(self) -> bool:
+        """Whether the knob names a file or folder on the machine that runs the job (never taken from a
+        web request: the web demo offers no widget for it)."""
+        base = _strip_optional(self.type)
+        return isinstance(base, type) and issubclass(base, os.PathLike)
 
 
 def _strip_optional(tp: Any) -> Any:

@@ -134,7 +134,7 @@ def fit_photo(path: Path, body_model: BodyModel, *, person: int | None = None, o
         raise StudioError(f"{path}: {exc}") from exc
     notes = []
     if ref.num_people > 1:
-        notes.append(f"{ref.num_people} people in {Path(path).name}; using person {ref.person} (choose with --person)")
+        notes.append(f"{ref.num_people} people in {Path(path).name}; using person {ref.person} (0 = the largest; choose with --person)")
     return image, ref, notes
 
 

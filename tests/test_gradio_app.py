@@ -96,6 +96,19 @@ def test_backends_and_pipelines_come_from_the_registry():
     assert "| `champ` |" in gradio_app.pipelines_table()
 
 
+def test_server_paths_are_never_web_settings():
+    """A setting that names a file or folder on the server (an avatar to read, a folder to write) gets
+    no widget, so no request can set it; the CLI still can."""
+    from studio.pipeline import TASKS, config_fields
+    from studio.registry import practical_pipelines, registered_pipelines
+
+    path_fields = {(name, f.name) for task in TASKS for name, cls in registered_pipelines(task).items() for f in config_fields(cls.Config) if f.names_a_path}
+    assert ("gaussians", "avatar") in path_fields and ("gaussians", "export_frames") in path_fields
+    with gr.Blocks():
+        offered = {key for task in TASKS if practical_pipelines(task) for key in gradio_app.TaskControls(task).widgets}
+    assert offered and not offered & path_fields
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
