@@ -21,7 +21,9 @@ and provides ``weights_status(root) -> (ok, message)`` (a classmethod that loads
 ``load(weights, config) -> pipeline`` (from a weights folder, or from nothing when embedded), one
 method per task taking that task's request dataclass and returning its result dataclass
 (``animate(AnimateRequest) -> AnimateResult``, ...), and optionally ``start(request)`` (begin work that
-needs only the reference photo and its person mask, overlapping the reference fit) and ``close()``.
+needs only the reference photo and its person mask, overlapping the reference fit), ``close()``, and
+``body_model_for(root, config) -> str`` (a classmethod naming the body model its weights were trained on,
+e.g. ``"smpl"``: the novel-view job then fits the photos with that model).
 ``PipelineBase`` gives the defaults; subclassing it is optional.
 """
 

@@ -300,6 +300,22 @@ def orbit_target(reference, body_model: BodyModel, *, num_frames: int, size: tup
     return dataclasses.replace(reference, body=body, camera=camera)
 
 
+def _body_model_for_weights(job: _Task, body_model: BodyModel) -> BodyModel:
+    """The body model to fit the photos with: the one the pipeline's weights were trained on when the
+    pipeline says so (its optional ``body_model_for(root, config)``: the released SHERF and TransHuman
+    weights need SMPL), else ``body_model``. Loading it names its files (STUDIO_SMPL_DIR) when missing."""
+    from studio.registry import weights_root
+
+    wanted = getattr(job.cls, "body_model_for", None)
+    name = wanted(weights_root(job.options.weights), job.config) if wanted is not None else body_model.name
+    if name == body_model.name:
+        return body_model
+    from studio.body import load_body_model
+
+    job.notes.append(f"body model: {name} (the {job.cls.name} weights were trained on it)")
+    return load_body_model(name)
+
+
 def run_novel_view(
     references: Sequence[str | Path],
     output: str | Path,
@@ -325,6 +341,7 @@ def run_novel_view(
         raise StudioError("give at least one reference photo")
     orbit = validate.integer(orbit, name="--orbit", low=1, high=3600)
     job = _Task("novel_view", options)
+    body_model = _body_model_for_weights(job, body_model)
     settings_file = settings_path(output)
     inputs = {f"REFERENCE {i + 1}": r for i, r in enumerate(refs)} | {"--motion": motion}
     with Publication({"-o": output, "the settings file": settings_file}, inputs=inputs):

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from studio.checkpoints import check_state
 from studio.errors import StudioError
 
 from .config import GUIDANCE_TYPES, ChampModelConfig
@@ -105,21 +106,6 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise StudioError(f"{path}: expected a state dict of tensors")
     return state
-
-
-def check_state(expected: dict[str, torch.Size], state: dict[str, torch.Tensor], source: Path) -> None:
-    """Raise one line naming the first missing, unexpected or wrongly shaped tensor."""
-    missing = [k for k in expected if k not in state]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise StudioError(f"{source}: tensor '{missing[0]}' is missing{more}; is this the right file?")
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise StudioError(f"{source}: unexpected tensor '{unexpected[0]}'{more}; is this the right file?")
-    for key, shape in expected.items():
-        if tuple(state[key].shape) != tuple(shape):
-            raise StudioError(f"{source}: tensor '{key}' has shape {list(state[key].shape)}, expected {list(shape)}")
 
 
 def load_module(module: nn.Module, files: dict[Path, dict[str, torch.Tensor]], *, key_filter=None) -> None:
