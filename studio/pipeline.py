@@ -329,7 +329,8 @@ class ConfigField:
         """Whether the knob names a file or folder on the machine that runs the job (never taken from a
         web request: the web demo offers no widget for it)."""
         base = _strip_optional(self.type)
-        return isinstance(base, type) and issubclass(base, os.PathLike)
+        union = typing.get_origin(base) in (typing.Union, types.UnionType)
+        return any(isinstance(t, type) and issubclass(t, os.PathLike) for t in (typing.get_args(base) if union else (base,)))
 
 
 def _strip_optional(tp: Any) -> Any:

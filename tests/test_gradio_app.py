@@ -99,9 +99,11 @@ def test_backends_and_pipelines_come_from_the_registry():
 def test_server_paths_are_never_web_settings():
     """A setting that names a file or folder on the server (an avatar to read, a folder to write) gets
     no widget, so no request can set it; the CLI still can."""
-    from studio.pipeline import TASKS, config_fields
+    from studio.pipeline import TASKS, ConfigField, config_fields
     from studio.registry import practical_pipelines, registered_pipelines
 
+    kinds = (Path, Path | None, str | Path, str | Path | None, str, int | None)
+    assert [ConfigField("x", t, None, "").names_a_path for t in kinds] == [True, True, True, True, False, False]
     path_fields = {(name, f.name) for task in TASKS for name, cls in registered_pipelines(task).items() for f in config_fields(cls.Config) if f.names_a_path}
     assert ("gaussians", "avatar") in path_fields and ("gaussians", "export_frames") in path_fields
     with gr.Blocks():
