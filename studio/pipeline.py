@@ -23,7 +23,8 @@ method per task taking that task's request dataclass and returning its result da
 (``animate(AnimateRequest) -> AnimateResult``, ...), and optionally ``start(request)`` (begin work that
 needs only the reference photo and its person mask, overlapping the reference fit), ``close()``, and
 ``body_model_for(root, config) -> str`` (a classmethod naming the body model its weights were trained on,
-e.g. ``"smpl"``: the novel-view job then fits the photos with that model).
+e.g. ``"smpl"``: the novel-view job then fits the photos with that model), and a ``notes`` list of lines
+for the user (e.g. "the left hand holds something"), which every job reads (``take_notes``) and reports.
 ``PipelineBase`` gives the defaults; subclassing it is optional.
 """
 
@@ -291,6 +292,17 @@ def check_request(cls: type, request: Any) -> None:
             raise StudioError(f"the {cls.name} pipeline needs {CONDITION_WORDS.get(name, name)} ('{name}')")
 
 
+def take_notes(pipe: Any) -> list[str]:
+    """The lines ``pipe`` has for the user since last asked (its optional ``notes`` list, emptied so
+    that each is told once)."""
+    notes = getattr(pipe, "notes", None)
+    if not notes:
+        return []
+    taken = [str(n) for n in notes]
+    notes.clear()
+    return taken
+
+
 @contextlib.contextmanager
 def pipeline_errors(name: str) -> Iterator[None]:
     """Inside, a pipeline's ValueError (how pipelines and body models refuse bad input) becomes a
@@ -500,4 +512,5 @@ __all__ = [
     "make_config",
     "parse_value",
     "pipeline_errors",
+    "take_notes",
 ]

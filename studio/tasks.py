@@ -32,6 +32,7 @@ from studio.pipeline import (
     config_dict,
     make_config,
     pipeline_errors,
+    take_notes,
 )
 
 Stage = Callable[[str, int], None]
@@ -105,7 +106,9 @@ class _Task:
         if self.pipe is None:
             self.load()
         with pipeline_errors(self.cls.name):
-            return getattr(self.pipe, self.task)(request)
+            result = getattr(self.pipe, self.task)(request)
+        self.notes += take_notes(self.pipe)
+        return result
 
     def close(self) -> None:
         if self.pipe is not None:

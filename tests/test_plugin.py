@@ -88,3 +88,33 @@ class TestExampleContract(PipelineContract):
             return AnimateRequest(**{**base, **fields})
 
         return ContractCase(ExamplePipeline, lambda config: ExamplePipeline.load(None, config), make_request, deterministic=True, registered=False)
+
+
+def test_a_pipelines_notes_reach_the_user_once(monkeypatch, tmp_path):
+    """What a pipeline puts in its ``notes`` list is reported by the task job (and emptied, so a
+    second call does not repeat it); a pipeline without notes adds nothing."""
+    import studio.registry
+    from studio.pipeline import AvatarRequest, PipelineBase, take_notes
+    from studio.tasks import TaskOptions, _Task
+
+    class Noting(PipelineBase):
+        name, tasks, embedded = "noting", ("avatar",), True
+
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        @classmethod
+        def load(cls, weights, config):
+            return cls()
+
+        def avatar(self, request):
+            self.notes.append("the photo is dark")
+            return None
+
+    monkeypatch.setattr(studio.registry, "resolve", lambda task, backend, weights: (Noting, "chosen"))
+    job = _Task("avatar", TaskOptions(backend="noting"))
+    request = AvatarRequest(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), object(), None, tmp_path / "a.ply")
+    job.call(request)
+    job.call(request)
+    assert job.notes == ["backend: noting (chosen)", "the photo is dark", "the photo is dark"]
+    assert job.pipe.notes == [] and take_notes(job.pipe) == [] and take_notes(object()) == []

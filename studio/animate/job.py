@@ -25,7 +25,7 @@ from studio.jobs import ChunkStore, settings_path, write_settings
 from studio.media import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES, VideoReader, VideoWriter, hstack_frames, read_image
 from studio.motion.loader import load_motion, motion_duration
 from studio.outputs import Publication
-from studio.pipeline import AnimateRequest, check_request, config_dict, make_config, pipeline_errors
+from studio.pipeline import AnimateRequest, check_request, config_dict, make_config, pipeline_errors, take_notes
 
 
 @dataclasses.dataclass
@@ -134,7 +134,7 @@ def _animate(
         # The video is encoded (by ffmpeg, in its own process) while the frames are rendered.
         with VideoWriter(output, fps=job.cond.fps) as writer:
             store = job.render(output, resume=resume, writer=writer)
-        job.notes += getattr(job.pipe, "notes", [])
+        job.notes += take_notes(job.pipe)
         job.write(output, store, guidance_out=guidance_out, side_by_side=side_by_side, settings_file=settings_file)
     finally:
         job.pipe.close()
